@@ -1,0 +1,123 @@
+"""The ``edgerec`` command line. Each subcommand calls the same function a Python user calls.
+
+Configs are dataclasses; any key can be set as ``section.key=value`` after the
+options, e.g. ``edgerec train --data Beauty.txt model.dim=64 train.lr=0.002``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import CheckpointError, atomic_write_json
+from .config import ConfigError, apply_overrides, load_config_file
+from .data import DataConfig, DataFormatError
+from .eval import EvalConfig, format_results
+
+logger = logging.getLogger("edgerec.cli")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .recipes.train import TeacherRunConfig, train_teacher
+
+    cfg = load_config_file(TeacherRunConfig, args.config) if args.config else TeacherRunConfig()
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.insert(0, f"data.source={args.data}")
+    cfg = apply_overrides(cfg, overrides)
+    out = Path(args.out) if args.out else _default_out("teacher")
+    results = train_teacher(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(f"\nteacher: {results['parameters']:,} parameters, best epoch {results['best_epoch']}, "
+          f"{results['seconds_per_epoch']:.1f} s/epoch, peak RSS {results['peak_rss_mb']:.0f} MiB")
+    print(f"test split ({results['test']['counts']['all']} samples):")
+    print(format_results(results["test"]))
+    print(f"\nmodel: {out / 'model.pt'}\nresults: {out / 'results.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .recipes.evaluate import evaluate_checkpoint
+
+    data = DataConfig(source=args.data) if args.data else None
+    ev = apply_overrides(EvalConfig(), args.overrides) if args.overrides else None
+    result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, eval_cfg=ev)
+    print(f"{result['kind']} {args.checkpoint}, {args.split} split:")
+    print(format_results(result, ks=(5, 10, 20) if args.all_k else (10,)))
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .recipes.demo import run_demo
+
+    out = Path(args.out) if args.out else _default_out("demo")
+    run_demo(out, progress=not args.no_progress, overrides=list(args.overrides))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgerec", description="On-device recommendation toolkit.")
+    parser.add_argument("-v", "--verbose", action="count", default=1, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the SASRec teacher")
+    p.add_argument("--data", help="data file or session directory (default: embedded synthetic data)")
+    p.add_argument("--config", help="JSON config file (sections: data, model, train, eval)")
+    p.add_argument("--out", help="run directory (default: runs/teacher-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.dim=64")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a teacher or student checkpoint")
+    p.add_argument("--checkpoint", required=True, help="model.pt of a run")
+    p.add_argument("--data", help="data to evaluate on (default: the data the model was trained on)")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--json", help="also write the full result to this JSON file")
+    p.add_argument("--all-k", action="store_true", help="show K = 5, 10, 20")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval overrides, e.g. mask_history=none")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train and compare models on the embedded synthetic data")
+    p.add_argument("--out", help="run directory (default: runs/demo-<time>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo's teacher config")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(0 if args.quiet else args.verbose)
+    if args.quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, DataFormatError, CheckpointError) as exc:
+        print(f"edgerec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgerec {args.command}: interrupted; completed epochs are saved in last.pt (use --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

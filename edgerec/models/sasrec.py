@@ -1,0 +1,320 @@
+"""SASRec: causal self-attention over an item sequence, scored against all items.
+
+One readable model file. The model is a skeleton: the item table and every linear
+layer are passed in, so the tensor-train student of ``edgerec.compress`` is this very
+class built with factorised layers (see :func:`build_sasrec`).
+
+Conventions (shared by training, evaluation and export)
+-------------------------------------------------------
+* Inputs are int64 item ids, **left**-padded with ``0``: the most recent item is the
+  last column. A window of width ``W <= max_len`` uses the position embeddings of the
+  last ``W`` slots, so a history means the same thing whatever the padding width.
+* Scores cover the real items ``1..num_items``: column ``j`` scores item ``j + 1``.
+  The padding row of the item table is never scored.
+* ``forward`` is tensors only (no data-dependent Python control flow), so the model
+  exports with ``torch.export``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import check
+
+__all__ = [
+    "SASRecConfig",
+    "SASRec",
+    "DenseItemEmbedding",
+    "ItemEmbedding",
+    "LinearFactory",
+    "CausalSelfAttention",
+    "FeedForward",
+    "Block",
+    "LastPooling",
+    "AttentionPooling",
+    "build_sasrec",
+    "MASK_VALUE",
+]
+
+# Additive attention mask. Finite (and representable in fp16) so Core ML fp16 and
+# softmax never see -inf - -inf; exp(-1e4) is exactly 0 in fp32 and fp16.
+MASK_VALUE = -1e4
+
+LinearFactory = Callable[[int, int], nn.Module]
+
+
+class ItemEmbedding(Protocol):
+    """What the model needs from an item table (dense or factorised)."""
+
+    num_items: int
+    dim: int
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:  # (...,) int64 -> (..., dim)
+        ...
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., num_items)
+        ...
+
+    def to_dense(self) -> torch.Tensor:  # (num_items + 1, dim), row 0 = padding
+        ...
+
+
+@dataclass
+class SASRecConfig:
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    ffn_dim: int = 0  # 0: same as dim
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    max_len: int = 50
+    pooling: Literal["last", "attention"] = "last"
+    activation: Literal["gelu", "relu"] = "gelu"
+    layer_norm_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        check(self.dim >= 1, "model.dim", f"must be >= 1, got {self.dim}")
+        check(self.blocks >= 1, "model.blocks", f"must be >= 1, got {self.blocks}")
+        check(self.heads >= 1, "model.heads", f"must be >= 1, got {self.heads}")
+        check(
+            self.dim % self.heads == 0,
+            "model.heads",
+            f"dim={self.dim} must be divisible by heads={self.heads}",
+        )
+        check(self.ffn_dim >= 0, "model.ffn_dim", f"must be >= 0, got {self.ffn_dim}")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        check(0.0 <= self.attn_dropout < 1.0, "model.attn_dropout", f"must be in [0, 1), got {self.attn_dropout}")
+        check(self.max_len >= 2, "model.max_len", f"must be >= 2, got {self.max_len}")
+
+    @property
+    def hidden(self) -> int:
+        return self.ffn_dim or self.dim
+
+
+class DenseItemEmbedding(nn.Module):
+    """A plain ``(num_items + 1, dim)`` table; row 0 is padding and is never scored."""
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.dim = dim
+        self.weight = nn.Parameter(torch.empty(num_items + 1, dim))
+        nn.init.normal_(self.weight, std=dim**-0.5)
+
+    @classmethod
+    def from_dense(cls, table: torch.Tensor) -> "DenseItemEmbedding":
+        module = cls(table.shape[0] - 1, table.shape[1])
+        with torch.no_grad():
+            module.weight.copy_(table)
+        return module
+
+    def to_dense(self) -> torch.Tensor:
+        return self.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # ids: (...,) int64 -> (..., dim)
+        return F.embedding(ids, self.weight)
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        # h: (..., dim) -> (..., num_items); column j is item j + 1
+        return F.linear(h, self.weight[1:])
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float, linear: LinearFactory = nn.Linear) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.query = linear(dim, dim)
+        self.key = linear(dim, dim)
+        self.value = linear(dim, dim)
+        self.out = linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x: (B, W, dim); allowed: (B, 1, W, W) bool, True where query i may attend key j
+        b, w, d = x.shape
+        q = self.query(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)  # (B, H, W, Dh)
+        k = self.key(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
+        v = self.value(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, W, W)
+        att = att.masked_fill(~allowed, MASK_VALUE)
+        att = self.dropout(torch.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, w, d)  # (B, W, dim)
+        return self.out(y)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation: str, linear: LinearFactory = nn.Linear) -> None:
+        super().__init__()
+        self.fc1 = linear(dim, hidden)
+        self.fc2 = linear(hidden, dim)
+        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(LN(x))``, then ``x + ffn(LN(x))``."""
+
+    def __init__(self, cfg: SASRecConfig, linear: LinearFactory = nn.Linear) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg.dim, cfg.heads, cfg.attn_dropout, linear)
+        self.ln2 = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg.dim, cfg.hidden, cfg.activation, linear)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), allowed))
+        return x + self.dropout(self.ffn(self.ln2(x)))
+
+
+class LastPooling(nn.Module):
+    """The sequence representation is the output at the most recent position."""
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # h: (B, W, dim) -> (B, W, dim): the representation after each prefix
+        return h
+
+    def last(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return h[:, -1]  # (B, dim)
+
+
+class AttentionPooling(nn.Module):
+    """Soft-attention pooling over positions, as in OD-Rec's teacher.
+
+    ``beta_i = w . sigmoid(W1 tanh(h_i) + W2 mean(h))`` and ``s = sum_i beta_i h_i`` over
+    the valid positions. :meth:`forward` pools causally (prefix ``t`` sees positions
+    ``<= t`` and their running mean), so training on every position equals training on
+    every prefix; :meth:`last` pools the whole window for inference.
+    """
+
+    def __init__(self, dim: int, linear: LinearFactory = nn.Linear) -> None:
+        super().__init__()
+        self.item_gate = linear(dim, dim)
+        self.mean_gate = linear(dim, dim)
+        self.weight = nn.Parameter(torch.empty(dim))
+        nn.init.normal_(self.weight, std=dim**-0.5)
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # h: (B, W, dim); valid: (B, W) bool -> (B, W, dim), row t pooled over prefix [.. t]
+        m = valid.to(h.dtype).unsqueeze(-1)  # (B, W, 1)
+        mean = (h * m).cumsum(1) / m.cumsum(1).clamp(min=1.0)  # (B, W, dim) running mean
+        a = self.item_gate(torch.tanh(h))  # (B, W, dim) keyed by position i
+        g = torch.sigmoid(a.unsqueeze(1) + self.mean_gate(mean).unsqueeze(2))  # (B, Wt, Wi, dim)
+        beta = g @ self.weight  # (B, Wt, Wi)
+        w = h.shape[1]
+        causal = torch.ones(w, w, dtype=torch.bool, device=h.device).tril()
+        beta = beta * (causal & valid.unsqueeze(1)).to(h.dtype)
+        return beta @ h  # (B, Wt, dim)
+
+    def last(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # h: (B, W, dim) -> (B, dim)
+        m = valid.to(h.dtype).unsqueeze(-1)
+        mean = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, dim)
+        g = torch.sigmoid(self.item_gate(torch.tanh(h)) + self.mean_gate(mean).unsqueeze(1))  # (B, W, dim)
+        beta = (g @ self.weight) * m.squeeze(-1)  # (B, W)
+        return (beta.unsqueeze(-1) * h).sum(1)
+
+
+class SASRec(nn.Module):
+    def __init__(
+        self,
+        item_embedding: nn.Module,
+        blocks: nn.ModuleList,
+        pooling: nn.Module,
+        max_len: int,
+        dropout: float,
+        layer_norm_eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.item_embedding = item_embedding
+        self.num_items: int = item_embedding.num_items
+        self.dim: int = item_embedding.dim
+        self.max_len = max_len
+        self.position = nn.Parameter(torch.empty(max_len, self.dim))
+        nn.init.normal_(self.position, std=self.dim**-0.5)
+        self.blocks = blocks
+        self.final_ln = nn.LayerNorm(self.dim, eps=layer_norm_eps)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.scale = math.sqrt(self.dim)
+
+    def encode(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contextual item representations.
+
+        seq: (B, W) int64, left-padded, W <= max_len -> h: (B, W, dim), valid: (B, W) bool
+        """
+        w = seq.shape[1]
+        valid = seq != 0  # (B, W)
+        x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
+        x = self.dropout(x) * valid.unsqueeze(-1)
+        causal = torch.ones(w, w, dtype=torch.bool, device=seq.device).tril()  # (W, W)
+        eye = torch.eye(w, dtype=torch.bool, device=seq.device)
+        # Query i attends valid keys j <= i; every query keeps itself so no row is empty.
+        allowed = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)  # (B, 1, W, W)
+        for block in self.blocks:
+            x = block(x, allowed) * valid.unsqueeze(-1)
+        return self.final_ln(x), valid
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Sequence representation after every prefix: (B, W) -> (B, W, dim)."""
+        h, valid = self.encode(seq)
+        return self.pooling(h, valid)
+
+    def user_representation(self, seq: torch.Tensor) -> torch.Tensor:
+        """Representation of the whole history: (B, W) -> (B, dim)."""
+        h, valid = self.encode(seq)
+        return self.pooling.last(h, valid)
+
+    def score(self, rep: torch.Tensor) -> torch.Tensor:
+        """Scores of all real items: (..., dim) -> (..., num_items); column j is item j + 1."""
+        return self.item_embedding.score(rep)
+
+    def predict(self, seq: torch.Tensor) -> torch.Tensor:
+        """Scores of all items for the next position: (B, W) -> (B, num_items)."""
+        return self.score(self.user_representation(seq))
+
+
+def init_dense_weights(module: nn.Module) -> None:
+    """Xavier-normal for dense linear layers, zero biases (factorised layers keep their own init)."""
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def build_sasrec(
+    cfg: SASRecConfig,
+    num_items: int,
+    *,
+    item_embedding: nn.Module | None = None,
+    linear: LinearFactory = nn.Linear,
+) -> SASRec:
+    """Assemble SASRec from its parts.
+
+    ``item_embedding`` defaults to a dense table; ``linear(in_features, out_features)``
+    builds every projection in the attention, feed-forward and pooling layers. The
+    tensor-train student passes factorised versions of both.
+    """
+    if item_embedding is None:
+        item_embedding = DenseItemEmbedding(num_items, cfg.dim)
+    if item_embedding.num_items != num_items or item_embedding.dim != cfg.dim:
+        raise ValueError(
+            f"item_embedding covers {item_embedding.num_items} items x {item_embedding.dim} dims, "
+            f"expected {num_items} x {cfg.dim}"
+        )
+    blocks = nn.ModuleList(Block(cfg, linear) for _ in range(cfg.blocks))
+    pooling = AttentionPooling(cfg.dim, linear) if cfg.pooling == "attention" else LastPooling()
+    model = SASRec(item_embedding, blocks, pooling, cfg.max_len, cfg.dropout, cfg.layer_norm_eps)
+    init_dense_weights(model)
+    return model

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from torch import nn
+
+from edgerec.models import AttentionPooling, DenseItemEmbedding, SASRecConfig, build_sasrec
+from tests.conftest import tiny_model_config
+
+N_ITEMS = 40
+
+
+def model_for(pooling="last", seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_sasrec(tiny_model_config(pooling=pooling, **kw), N_ITEMS).eval()
+
+
+def random_history(batch=3, width=12, seed=0, pad=(0, 4, 9)):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, N_ITEMS + 1, (batch, width), generator=g)
+    for row, p in enumerate(pad[:batch]):
+        seq[row, :p] = 0
+    return seq
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_shapes(pooling):
+    model = model_for(pooling)
+    seq = random_history()
+    assert model(seq).shape == (3, 12, 16)
+    assert model.user_representation(seq).shape == (3, 16)
+    assert model.predict(seq).shape == (3, N_ITEMS)
+    assert model.predict(seq[:, -5:]).shape == (3, N_ITEMS)  # narrower windows are allowed
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_no_future_leakage(pooling):
+    model = model_for(pooling)
+    seq = random_history(batch=1, pad=(0,))
+    base = model(seq)
+    for t in range(seq.shape[1] - 1):
+        changed = seq.clone()
+        changed[0, t + 1:] = seq[0, t + 1:] % N_ITEMS + 1  # a different item at every later position
+        out = model(changed)
+        torch.testing.assert_close(out[0, : t + 1], base[0, : t + 1], rtol=0, atol=1e-6)
+        assert not torch.allclose(out[0, t + 1:], base[0, t + 1:])
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_padding_width_does_not_change_the_prediction(pooling):
+    model = model_for(pooling)
+    seq = random_history(batch=2, pad=(4, 9))
+    wide = model.predict(seq)
+    # dropping all-padding columns on the left keeps every history identical
+    torch.testing.assert_close(model.predict(seq[:, 4:]), wide, rtol=1e-5, atol=1e-5)
+    # padding tokens' embeddings are never read
+    with torch.no_grad():
+        model.item_embedding.weight[0].normal_()
+    torch.testing.assert_close(model.predict(seq), wide, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_pooling_rows_pool_their_prefix():
+    pool = AttentionPooling(16)
+    h = torch.randn(3, 12, 16)
+    valid = random_history(batch=3) != 0
+    every_prefix = pool(h, valid)  # (B, W, dim): row t pools positions <= t
+    for t in range(12):
+        torch.testing.assert_close(every_prefix[:, t], pool.last(h[:, : t + 1], valid[:, : t + 1]), rtol=1e-5, atol=1e-5)
+    # the model's prediction uses the whole-window pooling of the last row
+    model = model_for("attention")
+    seq = random_history(batch=3)
+    torch.testing.assert_close(model(seq)[:, -1], model.user_representation(seq), rtol=1e-5, atol=1e-5)
+
+
+def test_scores_cover_real_items_only():
+    model = model_for()
+    rep = torch.randn(2, 16)
+    expected = rep @ model.item_embedding.weight[1:].T
+    torch.testing.assert_close(model.score(rep), expected)
+    table = model.item_embedding.to_dense()
+    assert table.shape == (N_ITEMS + 1, 16)
+    clone = DenseItemEmbedding.from_dense(table.detach())
+    torch.testing.assert_close(clone.to_dense(), table)
+
+
+def test_builder_takes_layers():
+    made = []
+
+    def linear(i, o):
+        made.append((i, o))
+        return nn.Linear(i, o, bias=False)
+
+    cfg = tiny_model_config(blocks=2, ffn_dim=24, pooling="attention")
+    model = build_sasrec(cfg, N_ITEMS, linear=linear)
+    # per block: q, k, v, out (16x16) and the two feed-forward layers; then the two pooling gates
+    assert made == ([(16, 16)] * 4 + [(16, 24), (24, 16)]) * 2 + [(16, 16)] * 2
+    assert model.blocks[0].attn.query.bias is None
+    with pytest.raises(ValueError, match="item_embedding covers 10 items x 16 dims, expected 40 x 16"):
+        build_sasrec(cfg, N_ITEMS, item_embedding=DenseItemEmbedding(10, 16))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="model.heads: dim=10 must be divisible by heads=3"):
+        SASRecConfig(dim=10, heads=3)
+    with pytest.raises(ValueError, match="model.dropout"):
+        SASRecConfig(dropout=1.0)
