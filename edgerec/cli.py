@@ -7,6 +7,7 @@ options, e.g. ``edgerec train --data Beauty.txt model.dim=64 train.lr=0.002``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -62,6 +63,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
+    from .recipes.demo import results_table
+
+    cfg = load_config_file(CompressRunConfig, args.config) if args.config else CompressRunConfig()
+    overrides = [f"compress.ratio={args.ratio}", f"compress.method={args.method}"]
+    if args.no_distill:
+        overrides += [f"distill.{k}={v}" for k, v in NO_DISTILL.items()]
+    cfg = apply_overrides(cfg, overrides + list(args.overrides))
+    out = Path(args.out) if args.out else _default_out("student")
+    res = compress_teacher(args.teacher, cfg, out, resume=args.resume, progress=not args.no_progress,
+                           data_source=args.data)
+    teacher = {"model": "teacher", "params": res["teacher_parameters"],
+               "test": json.loads((Path(args.teacher).parent / "results.json").read_text())["test"]} \
+        if (Path(args.teacher).parent / "results.json").exists() else None
+    rows = ([teacher] if teacher else []) + [{"model": f"student ({res['method']}, {res['ratio']:.1f}x)",
+                                               "params": res["parameters"], "test": res["test"]}]
+    print(f"\nstudent: {res['parameters']:,} parameters ({res['ratio']:.1f}x fewer than the teacher), "
+          f"best epoch {res['best_epoch']}, scoring {res['scoring']}")
+    print(results_table(rows))
+    print(f"\nmodel: {out / 'model.pt'}\nresults: {out / 'results.json'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .recipes.demo import run_demo
 
@@ -93,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-k", action="store_true", help="show K = 5, 10, 20")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval overrides, e.g. mask_history=none")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compress", help="compress a teacher into a tensor-train student (OD-Rec)")
+    p.add_argument("--teacher", required=True, help="model.pt of a teacher run")
+    p.add_argument("--ratio", type=float, default=30.0, help="target whole-model compression ratio (default 30)")
+    p.add_argument("--method", choices=("stp", "tt", "dense"), default="stp",
+                   help="semi-tensor-product TT (default), plain TT, or a smaller dense SASRec")
+    p.add_argument("--no-distill", action="store_true", help="cross-entropy only (no teacher signal after init)")
+    p.add_argument("--data", help="the teacher's data at a new path (must be the same data)")
+    p.add_argument("--config", help="JSON config file (sections: compress, distill, train, eval)")
+    p.add_argument("--out", help="run directory (default: runs/student-<time>)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. distill.kd_weight=0.5 train.epochs=50")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="train and compare models on the embedded synthetic data")
     p.add_argument("--out", help="run directory (default: runs/demo-<time>)")

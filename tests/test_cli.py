@@ -23,6 +23,14 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
     reported = json.loads((out / "results.json").read_text())["valid"]
     assert result["full"]["all"]["NDCG@10"] == pytest.approx(reported["full"]["all"]["NDCG@10"])
 
+    student = tmp_path / "student"
+    assert main(["-q", "compress", "--teacher", str(out / "model.pt"), "--ratio", "3", "--out", str(student),
+                 "--no-progress", "train.epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "student (stp, " in printed and "teacher" in printed
+    assert main(["-q", "evaluate", "--checkpoint", str(student / "model.pt")]) == 0
+    assert "student" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -31,6 +39,8 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
         (["train", "train.lr=-1"], "train.lr: must be > 0"),
         (["train", "--data", "/nonexistent/file.txt"], "/nonexistent/file.txt: file not found"),
         (["evaluate", "--checkpoint", "/nonexistent.pt"], "/nonexistent.pt: checkpoint not found"),
+        (["compress", "--teacher", "/nonexistent.pt"], "/nonexistent.pt: checkpoint not found"),
+        (["compress", "--teacher", "/nonexistent.pt", "compress.t=0"], "compress.t: must be >= 1"),
     ],
 )
 def test_bad_input_exits_with_a_clear_error(tmp_path, capsys, argv, message):

@@ -15,11 +15,8 @@ Run directory::
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +25,17 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
-from ..config import ConfigError, check, config_to_dict
+from ..checkpoint import atomic_write_json, save_checkpoint
+from ..config import check, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results
 from ..losses import next_item_loss
 from ..models import SASRecConfig, build_sasrec
+from .run import EarlyStopping, RunDir, TrainingDiverged, epoch_seed, peak_rss_mb, weights_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "epoch_seed", "peak_rss_mb", "TrainingDiverged"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "validation_record"]
 
 
 @dataclass
@@ -75,33 +69,13 @@ class TeacherRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Torch seed of one epoch: resuming at an epoch boundary replays the same randomness."""
-    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _config_diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
-    return out
-
-
-def check_resume_config(saved: dict, current: dict, path: Path, may_change: tuple[str, ...]) -> None:
-    """Refuse to resume a run whose config changed, except the keys in ``may_change``."""
-    diff = [d for d in _config_diff(saved, current) if not d.split(":")[0] in may_change]
-    if diff:
-        raise ConfigError(f"{path}: cannot resume, the config differs from the saved run: {diff}")
+def validation_record(result: dict[str, Any], metric: str) -> dict[str, float]:
+    """The validation numbers kept per epoch in a run's history."""
+    return {
+        f"valid_{metric}": result["full"]["all"][metric],
+        "valid_sampled_NDCG@10": result["sampled"]["all"]["NDCG@10"],
+        "valid_sampled_HR@10": result["sampled"]["all"]["HR@10"],
+    }
 
 
 def train_teacher(
@@ -113,16 +87,8 @@ def train_teacher(
     dataset: SequenceDataset | None = None,
 ) -> dict[str, Any]:
     """Train, select on validation, test once; return the results dict (also in results.json)."""
-    out = Path(out_dir)
-    last_path, model_path = out / "last.pt", out / "model.pt"
-    if last_path.exists() and not resume:
-        raise ConfigError(f"{last_path} exists: pass resume=True (--resume) to continue it, or choose another output directory")
-    if resume and not last_path.exists():
-        raise ConfigError(f"{last_path}: nothing to resume")
     cfg_dict = config_to_dict(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg_dict)
-
+    run = RunDir(out_dir, cfg_dict, resume=resume)
     t_start = time.perf_counter()
     data = dataset if dataset is not None else load_dataset(cfg.data)
     torch.manual_seed(cfg.train.seed)
@@ -131,33 +97,18 @@ def train_teacher(
     batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed)
     evaluator = Evaluator(data, data.valid, cfg.model.max_len, cfg.eval)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("teacher: %d parameters, %d training sequences, %d positions", n_params, len(batches.lengths), batches.num_positions)
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_metric": -math.inf,
-        "best_epoch": 0,
-        "bad_evals": 0,
-        "stopped": False,
-        "history": [],
-        "train_seconds": 0.0,
-        "best_state_dict": None,
-    }
-    if resume:
-        saved = load_checkpoint(last_path, kind="teacher-run")
-        check_resume_config(saved["config"], cfg_dict, last_path, may_change=("train.epochs", "train.patience"))
-        if saved["data_fingerprint"] != data.fingerprint:
-            raise CheckpointError(f"{last_path}: the data changed since this run started (fingerprint differs)")
-        model.load_state_dict(saved["state_dict"])
-        opt.load_state_dict(saved["training"]["optimizer"])
-        state = saved["training"]["state"]
-        logger.info("resuming %s after epoch %d", last_path, state["epoch"])
-
+    logger.info("teacher: %d parameters, %d training sequences, %d positions", n_params, len(batches.lengths),
+                batches.num_positions)
     metric = cfg.train.metric
-    epochs = tqdm(range(state["epoch"], cfg.train.epochs), desc="train", disable=not progress, unit="epoch",
-                  initial=state["epoch"], total=cfg.train.epochs)
+    stopper = EarlyStopping(metric, cfg.train.patience)
+    if resume:
+        stopper = run.restore("teacher-run", data.fingerprint, stopper, {"model": model}, opt)
+        logger.info("resuming %s after epoch %d", run.last, stopper.epoch)
+
+    epochs = tqdm(range(stopper.epoch, cfg.train.epochs), desc="train", disable=not progress, unit="epoch",
+                  initial=stopper.epoch, total=cfg.train.epochs)
     for epoch in epochs:
-        if state["stopped"]:
+        if stopper.stopped:
             break
         model.train()
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch))
@@ -180,46 +131,21 @@ def train_teacher(
         model.eval()
         t1 = time.perf_counter()
         valid = evaluator(model.predict)
-        eval_s = time.perf_counter() - t1
-        value = valid["full"]["all"][metric]
-        improved = value > state["best_metric"]
-        if improved:
-            state.update(best_metric=value, best_epoch=epoch + 1, bad_evals=0,
-                         best_state_dict=copy.deepcopy(model.state_dict()))
-        else:
-            state["bad_evals"] += 1
-        state["train_seconds"] += train_s
-        state["epoch"] = epoch + 1
-        state["history"].append({
-            "epoch": epoch + 1,
-            "loss": mean_loss,
-            f"valid_{metric}": value,
-            "valid_sampled_NDCG@10": valid["sampled"]["all"]["NDCG@10"],
-            "valid_sampled_HR@10": valid["sampled"]["all"]["HR@10"],
-            "train_s": train_s,
-            "eval_s": eval_s,
-            "elapsed_s": time.perf_counter() - t_start,
-        })
-        if state["bad_evals"] >= cfg.train.patience:
-            state["stopped"] = True
-        logger.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d), %.1fs train",
-                    epoch + 1, mean_loss, metric, value, state["best_metric"], state["best_epoch"], train_s)
-        epochs.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{metric}": f"{value:.4f}"})
-        save_checkpoint(last_path, {
-            "kind": "teacher-run",
-            "config": cfg_dict,
-            "state_dict": model.state_dict(),
-            "data_fingerprint": data.fingerprint,
-            "training": {"optimizer": opt.state_dict(), "state": state},
-        })
-        if state["stopped"]:
+        record = {"loss": mean_loss, **validation_record(valid, metric), "train_s": train_s,
+                  "eval_s": time.perf_counter() - t1, "elapsed_s": time.perf_counter() - t_start}
+        stopper.update(model, valid["full"]["all"][metric], record)
+        logger.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d), %.1fs train", epoch + 1, mean_loss, metric,
+                    valid["full"]["all"][metric], stopper.best, stopper.best_epoch, train_s)
+        epochs.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{metric}": f"{valid['full']['all'][metric]:.4f}"})
+        run.save_last("teacher-run", data.fingerprint, stopper, {"model": model}, opt)
+        if stopper.stopped:
             logger.info("early stop: no %s improvement in %d rounds", metric, cfg.train.patience)
             break
     epochs.close()
 
-    if state["best_state_dict"] is None:
+    if stopper.best_state is None:
         raise TrainingDiverged("no epoch completed; nothing to select")
-    model.load_state_dict(state["best_state_dict"])
+    model.load_state_dict(stopper.best_state)
     model.eval()
     valid = evaluator(model.predict)
     test = Evaluator(data, data.test, cfg.model.max_len, cfg.eval)(model.predict)
@@ -227,27 +153,28 @@ def train_teacher(
         "kind": "teacher",
         "data": data.stats(),
         "parameters": n_params,
-        "best_epoch": state["best_epoch"],
-        "epochs_run": state["epoch"],
-        "train_seconds": state["train_seconds"],
-        "seconds_per_epoch": state["train_seconds"] / max(state["epoch"], 1),
+        "weights_bytes": weights_bytes(model),
+        "best_epoch": stopper.best_epoch,
+        "epochs_run": stopper.epoch,
+        "train_seconds": stopper.train_seconds,
+        "seconds_per_epoch": stopper.train_seconds / max(stopper.epoch, 1),
         "wall_seconds_this_process": time.perf_counter() - t_start,
         "peak_rss_mb": peak_rss_mb(),
         "valid": valid,
         "test": test,
-        "history": state["history"],
+        "history": stopper.history,
         "config": cfg_dict,
     }
-    save_checkpoint(model_path, {
+    save_checkpoint(run.model, {
         "kind": "teacher",
         "config": cfg_dict,
         "state_dict": model.state_dict(),
         "item_ids": data.item_ids,
         "num_items": data.num_items,
         "data_fingerprint": data.fingerprint,
-        "metrics": {"valid": valid, "test": test, "best_epoch": state["best_epoch"]},
+        "metrics": {"valid": valid, "test": test, "best_epoch": stopper.best_epoch},
     })
-    atomic_write_json(out / "results.json", results)
-    logger.info("test (best epoch %d):\n%s", state["best_epoch"], format_results(test))
+    results["checkpoint_bytes"] = run.model.stat().st_size
+    atomic_write_json(run.path / "results.json", results)
+    logger.info("test (best epoch %d):\n%s", stopper.best_epoch, format_results(test))
     return results
-

@@ -1,0 +1,165 @@
+"""Tensor-train factorised layers: the item table and linear layers of the student.
+
+The math lives in :mod:`edgerec.compress.tt`; these modules own the core parameters
+(one ``nn.Parameter`` per core, all registered at construction) and offer
+``from_dense()`` / ``to_dense()``. ``forward`` is tensors only, so students export with
+``torch.export``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tt import TTShape, decompose, expand_cores, param_shapes, tt_dense, tt_rows, tt_scores
+
+__all__ = ["TTEmbedding", "TTLinear", "Scoring", "scoring_macs"]
+
+Scoring = Literal["factorized", "dense"]
+
+
+def scoring_macs(shape: TTShape) -> tuple[int, int]:
+    """Multiply-adds per user to score every row: (factorised, with the table materialised)."""
+    rows, rest = shape.row_factors[0], shape.cols // shape.col_factors[0]
+    r = shape.full_ranks
+    fact = rows * shape.col_factors[0] * r[1] * rest
+    for k in range(1, shape.num_cores):
+        rest //= shape.col_factors[k]
+        fact += rows * shape.row_factors[k] * r[k] * shape.col_factors[k] * r[k + 1] * rest
+        rows *= shape.row_factors[k]
+    return fact, shape.rows * shape.cols
+
+
+class _TTCores(nn.Module):
+    def __init__(self, shape: TTShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.cores = nn.ParameterList(nn.Parameter(torch.empty(s)) for s in param_shapes(shape))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Scale each core so the product has roughly unit-variance entries / sqrt(cols).
+        target = self.shape.cols ** -0.5
+        per_core = target ** (1.0 / self.shape.num_cores)
+        for k, core in enumerate(self.cores):
+            fan = self.shape.full_ranks[k]
+            nn.init.normal_(core, std=per_core / max(fan, 1) ** 0.5)
+
+    def load_from_dense(self, matrix: torch.Tensor) -> None:
+        with torch.no_grad():
+            for core, value in zip(self.cores, decompose(matrix, self.shape)):
+                core.copy_(value)
+
+    def plain_cores(self) -> list[torch.Tensor]:
+        return expand_cores(list(self.cores), self.shape)
+
+    def num_params(self) -> int:
+        return self.shape.num_params()
+
+
+class TTEmbedding(_TTCores):
+    """Item table ``(num_items + 1, dim)`` as a (semi-tensor-product) tensor train.
+
+    Lookups compute only the requested rows. ``scoring`` picks how all items are scored:
+    ``"factorized"`` contracts the user vector with the cores (the table never exists),
+    ``"dense"`` builds the table and multiplies (for inference, prefer
+    :meth:`materialize`, which builds it once).
+    """
+
+    def __init__(self, num_items: int, dim: int, shape: TTShape, scoring: Scoring = "factorized") -> None:
+        if shape.rows != num_items + 1 or shape.cols != dim:
+            raise ValueError(
+                f"TT shape describes a {shape.rows} x {shape.cols} table; an item table of {num_items} items "
+                f"(+1 padding row) x {dim} needs {num_items + 1} x {dim}"
+            )
+        super().__init__(shape)
+        self.num_items = num_items
+        self.dim = dim
+        self.scoring: Scoring = scoring
+
+    @classmethod
+    def from_dense(cls, table: torch.Tensor, shape: TTShape, scoring: Scoring = "factorized") -> "TTEmbedding":
+        """Fit the cores to a trained ``(num_items + 1, dim)`` table (TT-SVD / STP-SVD)."""
+        module = cls(table.shape[0] - 1, table.shape[1], shape, scoring)
+        module.load_from_dense(table)
+        return module
+
+    def to_dense(self) -> torch.Tensor:
+        return tt_dense(self.plain_cores(), self.shape)[: self.num_items + 1]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # ids: (...,) int64 -> (..., dim)
+        return tt_rows(self.plain_cores(), ids, self.shape)
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        # h: (..., dim) -> (..., num_items); column j is item j + 1
+        if self.scoring == "dense":
+            return F.linear(h, self.to_dense()[1:])
+        lead = h.shape[:-1]
+        scores = tt_scores(h.reshape(-1, self.dim), self.plain_cores(), self.shape)  # (B, padded_rows)
+        return scores[:, 1 : self.num_items + 1].reshape(*lead, self.num_items)
+
+    def materialize(self) -> nn.Module:
+        """A dense table with the same rows, for inference that builds the table once."""
+        from ..models.sasrec import DenseItemEmbedding
+
+        with torch.no_grad():
+            return DenseItemEmbedding.from_dense(self.to_dense().detach().clone())
+
+    def extra_repr(self) -> str:
+        s = self.shape
+        return f"items={self.num_items}, dim={self.dim}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
+
+
+class TTLinear(_TTCores):
+    """``nn.Linear`` whose ``(in, out)`` weight transpose is a (semi-tensor-product) tensor train.
+
+    The weight is rebuilt from the cores on each call (a few thousand multiply-adds) and
+    applied as one dense matmul, which is faster than contracting the activations core
+    by core at these sizes and lowers to a single linear op.
+    """
+
+    def __init__(self, in_features: int, out_features: int, shape: TTShape, bias: bool = True) -> None:
+        if shape.rows != in_features or shape.padded_rows != in_features or shape.cols != out_features:
+            raise ValueError(
+                f"TT shape {shape.row_factors} x {shape.col_factors} must factor exactly {in_features} inputs x "
+                f"{out_features} outputs"
+            )
+        super().__init__(shape)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, shape: TTShape) -> "TTLinear":
+        module = cls(linear.in_features, linear.out_features, shape, bias=linear.bias is not None)
+        module.load_from_dense(linear.weight.detach().T)
+        if linear.bias is not None:
+            with torch.no_grad():
+                module.bias.copy_(linear.bias)
+        return module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return tt_dense(self.plain_cores(), self.shape).T  # (out, in)
+
+    def to_dense(self) -> nn.Linear:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(self.weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def num_params(self) -> int:
+        return self.shape.num_params() + (self.out_features if self.bias is not None else 0)
+
+    def extra_repr(self) -> str:
+        s = self.shape
+        return f"in={self.in_features}, out={self.out_features}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"

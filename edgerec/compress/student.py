@@ -1,0 +1,298 @@
+"""The compressed student: the teacher's SASRec skeleton built with factorised layers.
+
+:func:`plan_student` turns a target compression ratio into concrete core shapes and
+ranks (a :class:`StudentPlan`, saved in the checkpoint), :func:`build_student` passes
+the matching :class:`TTEmbedding` and :class:`TTLinear` layers to
+:func:`edgerec.models.build_sasrec`, and :func:`init_from_teacher` fits every factorised
+layer to the teacher's trained weights.
+
+Compression is counted on the whole inference model (every parameter the exported
+program needs), not only on the item table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, check, config_from_dict, config_to_dict
+from ..models.sasrec import SASRec, SASRecConfig, build_sasrec
+from .layers import TTEmbedding, TTLinear, scoring_macs
+from .tt import TTShape, factorize
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CompressionConfig",
+    "StudentPlan",
+    "plan_student",
+    "build_student",
+    "build_student_from_config",
+    "init_from_teacher",
+    "count_params",
+    "inference_model",
+]
+
+
+@dataclass
+class CompressionConfig:
+    method: Literal["stp", "tt", "dense"] = "stp"  # STP-TT, plain TT, or a smaller dense SASRec
+    ratio: float = 30.0  # target: teacher parameters / student parameters (whole model)
+    t: int = 2  # STP factor (method "stp")
+    embedding_cores: int = 2
+    linear_cores: int = 2
+    linears: bool = True  # also factorise the attention, feed-forward and pooling projections
+    embedding_rank: int = 0  # 0: the largest rank the ratio allows
+    linear_rank: int = 0  # 0: chosen from linear_share
+    linear_share: float = 0.15  # share of the factorised budget spent on linear layers when ranks are chosen
+    scoring: Literal["auto", "factorized", "dense"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(self.ratio >= 1.0, "compress.ratio", f"must be >= 1, got {self.ratio}")
+        check(self.t >= 1, "compress.t", f"must be >= 1, got {self.t}")
+        check(self.embedding_cores >= 2, "compress.embedding_cores", f"must be >= 2, got {self.embedding_cores}")
+        check(self.linear_cores >= 2, "compress.linear_cores", f"must be >= 2, got {self.linear_cores}")
+        check(self.embedding_rank >= 0, "compress.embedding_rank", f"ranks must be >= 1 (0 = automatic), got {self.embedding_rank}")
+        check(self.linear_rank >= 0, "compress.linear_rank", f"ranks must be >= 1 (0 = automatic), got {self.linear_rank}")
+        check(0.0 <= self.linear_share < 1.0, "compress.linear_share", f"must be in [0, 1), got {self.linear_share}")
+
+    @property
+    def stp_factor(self) -> int:
+        return self.t if self.method == "stp" else 1
+
+
+@dataclass
+class StudentPlan:
+    """Resolved architecture of a student (saved in its checkpoint)."""
+
+    method: str
+    model: dict[str, Any]  # SASRecConfig of the student skeleton
+    embedding: dict[str, Any] | None = None  # TTShape fields of the item table
+    linears: dict[str, dict[str, Any]] = field(default_factory=dict)  # "in x out" -> TTShape fields
+    scoring: str = "factorized"
+    params: int = 0
+    teacher_params: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.teacher_params / max(self.params, 1)
+
+    @property
+    def sasrec(self) -> SASRecConfig:
+        return config_from_dict(SASRecConfig, self.model)
+
+    def embedding_shape(self) -> TTShape | None:
+        return None if self.embedding is None else _shape(self.embedding)
+
+    def linear_shape(self, fan_in: int, fan_out: int) -> TTShape | None:
+        spec = self.linears.get(f"{fan_in}x{fan_out}")
+        return None if spec is None else _shape(spec)
+
+
+def _shape(spec: dict[str, Any]) -> TTShape:
+    return TTShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _linear_dims(cfg: SASRecConfig) -> list[tuple[int, int]]:
+    """(in, out) of every linear layer the skeleton builds, in build order."""
+    made: list[tuple[int, int]] = []
+
+    def record(i: int, o: int) -> nn.Module:
+        made.append((i, o))
+        return nn.Linear(i, o)
+
+    with torch.device("meta"):
+        build_sasrec(cfg, 2, linear=record)
+    return made
+
+
+def _dense_student_config(teacher: SASRecConfig, dim: int) -> SASRecConfig:
+    ffn = 0 if teacher.ffn_dim == 0 else max(1, round(teacher.ffn_dim * dim / teacher.dim))
+    return dataclasses.replace(teacher, dim=dim, ffn_dim=ffn)
+
+
+def _dense_params(cfg: SASRecConfig, num_items: int) -> int:
+    with torch.device("meta"):
+        return count_params(build_sasrec(cfg, num_items))
+
+
+def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig) -> StudentPlan:
+    """Choose the student's shapes and ranks so that teacher/student parameters >= ``comp.ratio``."""
+    teacher_params = _dense_params(teacher, num_items)
+    budget = teacher_params / comp.ratio
+    if comp.method == "dense":
+        dim = teacher.dim
+        while dim >= teacher.heads and (dim % teacher.heads or _dense_params(_dense_student_config(teacher, dim), num_items) > budget):
+            dim -= 1
+        if dim < teacher.heads:
+            raise ConfigError(f"compress.ratio={comp.ratio}: even a dense SASRec of dimension {teacher.heads} is larger")
+        cfg = _dense_student_config(teacher, dim)
+        return StudentPlan("dense", config_to_dict(cfg), params=_dense_params(cfg, num_items),
+                           teacher_params=teacher_params, scoring="dense")
+
+    t = comp.stp_factor
+    dims = _linear_dims(teacher)
+    table_dense = (num_items + 1) * teacher.dim
+    weights_dense = sum(i * o for i, o in dims)
+    fixed = teacher_params - table_dense - (weights_dense if comp.linears else 0)
+
+    row_f = factorize(num_items + 1, comp.embedding_cores)
+    try:
+        col_f = factorize(teacher.dim, comp.embedding_cores, exact=True)
+    except ValueError:
+        raise ConfigError(f"model.dim={teacher.dim} cannot be split into {comp.embedding_cores} factors") from None
+
+    def emb_shape(rank: int) -> TTShape:
+        return TTShape(num_items + 1, teacher.dim, row_f, col_f, (rank,) * (comp.embedding_cores - 1), t)
+
+    def lin_shapes(rank: int) -> dict[str, TTShape]:
+        out = {}
+        for i, o in sorted(set(dims)):
+            out[f"{i}x{o}"] = TTShape(i, o, factorize(i, comp.linear_cores, exact=True),
+                                      factorize(o, comp.linear_cores, exact=True), (rank,) * (comp.linear_cores - 1), t)
+        return out
+
+    def lin_params(rank: int) -> int:
+        shapes = lin_shapes(rank)
+        return sum(shapes[f"{i}x{o}"].num_params() for i, o in dims)
+
+    def valid_rank(make, rank: int) -> bool:
+        try:
+            make(rank)
+            return True
+        except ValueError:
+            return False
+
+    ranks = [r for r in range(t, 4097, t)]
+    # Linear ranks: fixed, or the largest within their share of the budget (at least the minimum t).
+    lin_rank = 0
+    if comp.linears:
+        if comp.linear_rank:
+            lin_rank = comp.linear_rank
+            if not valid_rank(lin_shapes, lin_rank):
+                raise ConfigError(f"compress.linear_rank={lin_rank} must be a multiple of t={t}")
+        else:
+            share = comp.linear_share * max(budget - fixed, 0)
+            lin_rank = t
+            for r in ranks:
+                if lin_params(r) > share or lin_params(r) >= weights_dense:
+                    break
+                lin_rank = r
+    linear_cost = lin_params(lin_rank) if comp.linears else 0
+    if comp.embedding_rank:
+        emb_rank = comp.embedding_rank
+        if not valid_rank(emb_shape, emb_rank):
+            raise ConfigError(f"compress.embedding_rank={emb_rank} must be a multiple of t={t}")
+    else:
+        emb_rank = 0
+        for r in ranks:
+            if fixed + linear_cost + emb_shape(r).num_params() > budget or emb_shape(r).num_params() >= table_dense:
+                break
+            emb_rank = r
+        if emb_rank == 0:
+            smallest = fixed + linear_cost + emb_shape(t).num_params()
+            raise ConfigError(
+                f"compress.ratio={comp.ratio} is impossible for this teacher ({teacher_params:,} parameters): the "
+                f"smallest {comp.method} student has {smallest:,} parameters (ratio {teacher_params / smallest:.1f}); "
+                "lower the ratio, add cores (compress.embedding_cores) or raise compress.t"
+            )
+    emb = emb_shape(emb_rank)
+    scoring = comp.scoring
+    if scoring == "auto":
+        fact, dense = scoring_macs(emb)
+        scoring = "factorized" if fact <= dense else "dense"
+    linears = {k: dataclasses.asdict(v) for k, v in lin_shapes(lin_rank).items()} if comp.linears else {}
+    plan = StudentPlan(comp.method, config_to_dict(teacher), dataclasses.asdict(emb), linears, scoring,
+                       teacher_params=teacher_params)
+    plan.params = count_params(build_student(plan, num_items, device="meta"))
+    logger.info("student plan: %s table %s x %s ranks %s (t=%d), linear rank %d -> %d params, ratio %.1f",
+                comp.method, emb.row_factors, emb.col_factors, emb.ranks, t, lin_rank, plan.params, plan.ratio)
+    return plan
+
+
+def build_student(plan: StudentPlan, num_items: int, device: str | None = None) -> SASRec:
+    """Build the student skeleton the plan describes (random cores; see :func:`init_from_teacher`)."""
+    cfg = plan.sasrec
+    with torch.device(device or "cpu"):
+        if plan.method == "dense":
+            return build_sasrec(cfg, num_items)
+        emb_shape = plan.embedding_shape()
+        assert emb_shape is not None
+        table = TTEmbedding(num_items, cfg.dim, emb_shape, scoring=plan.scoring)  # type: ignore[arg-type]
+
+        def linear(fan_in: int, fan_out: int) -> nn.Module:
+            shape = plan.linear_shape(fan_in, fan_out)
+            return nn.Linear(fan_in, fan_out) if shape is None else TTLinear(fan_in, fan_out, shape)
+
+        return build_sasrec(cfg, num_items, item_embedding=table, linear=linear)
+
+
+def build_student_from_config(cfg: dict[str, Any], num_items: int) -> SASRec:
+    """Rebuild a student from the ``plan`` saved in its checkpoint config."""
+    if "plan" not in cfg:
+        raise ConfigError("student checkpoint config has no 'plan'")
+    plan = StudentPlan(**cfg["plan"])
+    return build_student(plan, num_items)
+
+
+@torch.no_grad()
+def init_from_teacher(student: SASRec, teacher: SASRec) -> dict[str, float]:
+    """Fit every factorised layer to the teacher's weights and copy the rest.
+
+    Returns the relative reconstruction error ``|W_student - W_teacher| / |W_teacher|`` of
+    each factorised layer.
+    """
+    t_modules = dict(teacher.named_modules())
+    errors: dict[str, float] = {}
+    fitted: set[int] = set()
+    for name, module in student.named_modules():
+        if isinstance(module, TTEmbedding):
+            target = t_modules[name].to_dense().detach()
+            module.load_from_dense(target)
+            errors[name] = float((module.to_dense() - target).norm() / target.norm())
+        elif isinstance(module, TTLinear):
+            src = t_modules[name]
+            module.load_from_dense(src.weight.detach().T)
+            if module.bias is not None:
+                module.bias.copy_(src.bias)
+            errors[name] = float((module.weight - src.weight).norm() / src.weight.norm())
+        else:
+            continue
+        fitted.update(id(p) for p in module.parameters())
+    t_params = dict(teacher.named_parameters())
+    for name, p in student.named_parameters():
+        if id(p) not in fitted and name in t_params and t_params[name].shape == p.shape:
+            p.copy_(t_params[name])
+    if errors:
+        logger.info("factorised init: relative error %s", {k: round(v, 3) for k, v in errors.items()})
+    return errors
+
+
+def inference_model(student: SASRec, scoring: str = "auto") -> SASRec:
+    """The student prepared for inference: ``"dense"`` materialises the item table once.
+
+    ``"auto"`` keeps the plan's choice (set from a multiply-add count; see the README's
+    latency table). Linear layers keep their cores either way.
+    """
+    import copy
+
+    table = student.item_embedding
+    if not isinstance(table, TTEmbedding):
+        return student
+    choice = table.scoring if scoring == "auto" else scoring
+    model = copy.deepcopy(student).eval()
+    if choice == "dense":
+        model.item_embedding = table.materialize()
+    else:
+        model.item_embedding.scoring = "factorized"
+    return model

@@ -1,0 +1,333 @@
+"""Tensor-train (TT) factorisation of matrices, plain and with the semi-tensor product.
+
+Pure functions on tensors; the nn.Modules in :mod:`edgerec.compress.layers` hold the
+parameters and call these.
+
+Layout
+------
+A matrix ``A`` of shape ``(V, D)`` with ``V = prod(I)`` and ``D = prod(J)`` is stored as
+``d`` cores. Row ``v`` has mixed-radix digits ``(i_1, ..., i_d)`` (``i_1`` most
+significant) and column ``c`` digits ``(j_1, ..., j_d)``. In plain-TT form core ``k`` has
+shape ``(I_k, r_{k-1}, J_k, r_k)`` with ``r_0 = r_d = 1`` and
+
+    A[v, c] = G_1[i_1, :, j_1, :] @ G_2[i_2, :, j_2, :] @ ... @ G_d[i_d, :, j_d, :]
+
+Every consumer (row lookup, full materialisation, scoring against all rows) goes through
+these plain cores, so the rows a training step sees, the rows an exported program
+computes and a materialised table are the same numbers by construction.
+
+Semi-tensor product (STP)
+-------------------------
+OD-Rec relaxes the requirement that adjacent cores agree on the rank dimension: core
+``k >= 2`` holds a *parameter* slice ``S_k[i]`` of shape ``(r_{k-1}/t, J_k r_k / t)`` and
+enters the train through the left semi-tensor product ``X ⋉ S = X (S ⊗ I_t)``. In
+plain-TT terms the core is ``kron(S_k[i], I_t)`` reshaped to ``(r_{k-1}, J_k, r_k)``,
+which has ``t**2`` times fewer free parameters. ``t = 1`` is plain TT.
+
+Initialisation from a trained matrix: plain TT uses tensorly's TT-SVD. For ``t > 1`` the
+``t`` phases ``a = c mod t`` of a core's output index share ``S_k``, so stacking the phases
+turns the fit of one core into an ordinary truncated SVD (:func:`stp_tt_svd`), applied
+right to left like TT-SVD; at full rank it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TTShape",
+    "factorize",
+    "mixed_radix",
+    "param_shapes",
+    "expand_cores",
+    "tt_rows",
+    "tt_dense",
+    "tt_scores",
+    "tt_svd",
+    "stp_tt_svd",
+    "decompose",
+]
+
+
+@dataclass(frozen=True)
+class TTShape:
+    """Shape of a (semi-tensor-product) tensor train for a ``(rows, cols)`` matrix.
+
+    ``row_factors`` multiply to ``>= rows`` (extra rows are padding that is never read);
+    ``col_factors`` multiply to exactly ``cols``; ``ranks`` are the ``d - 1`` inner ranks;
+    ``t`` is the STP factor (1 = plain TT).
+    """
+
+    rows: int
+    cols: int
+    row_factors: tuple[int, ...]
+    col_factors: tuple[int, ...]
+    ranks: tuple[int, ...]
+    t: int = 1
+
+    def __post_init__(self) -> None:
+        d = len(self.row_factors)
+        if d < 2:
+            raise ValueError(f"a tensor train needs >= 2 cores, got row_factors={self.row_factors}")
+        if len(self.col_factors) != d:
+            raise ValueError(f"row_factors {self.row_factors} and col_factors {self.col_factors} differ in length")
+        if len(self.ranks) != d - 1:
+            raise ValueError(f"{d} cores need {d - 1} ranks, got ranks={self.ranks}")
+        if any(f < 1 for f in self.row_factors + self.col_factors):
+            raise ValueError(f"factors must be >= 1, got {self.row_factors} x {self.col_factors}")
+        if any(r < 1 for r in self.ranks):
+            raise ValueError(f"ranks must be >= 1, got {self.ranks}")
+        if self.t < 1:
+            raise ValueError(f"STP factor t must be >= 1, got {self.t}")
+        if math.prod(self.row_factors) < self.rows:
+            raise ValueError(
+                f"row factors {self.row_factors} cover {math.prod(self.row_factors)} rows, fewer than the {self.rows} needed"
+            )
+        if math.prod(self.col_factors) != self.cols:
+            raise ValueError(f"column factors {self.col_factors} multiply to {math.prod(self.col_factors)}, not {self.cols}")
+        for k, (rin, jk, rout) in enumerate(zip(self.full_ranks[:-1], self.col_factors, self.full_ranks[1:])):
+            if k == 0 or self.t == 1:
+                continue
+            if rin % self.t or (jk * rout) % self.t:
+                raise ValueError(
+                    f"STP factor t={self.t} must divide core {k + 1}'s input rank {rin} and its output size "
+                    f"J*r = {jk}*{rout}"
+                )
+
+    @property
+    def num_cores(self) -> int:
+        return len(self.row_factors)
+
+    @property
+    def full_ranks(self) -> tuple[int, ...]:
+        return (1, *self.ranks, 1)
+
+    @property
+    def padded_rows(self) -> int:
+        return math.prod(self.row_factors)
+
+    def stp(self, k: int) -> int:
+        """STP factor of core ``k`` (the first core is never reduced: its input rank is 1)."""
+        return 1 if k == 0 else self.t
+
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in param_shapes(self))
+
+
+def param_shapes(shape: TTShape) -> list[tuple[int, int, int]]:
+    """Parameter shape of each core: ``(I_k, r_{k-1}/t_k, J_k r_k / t_k)``."""
+    r = shape.full_ranks
+    out = []
+    for k in range(shape.num_cores):
+        t = shape.stp(k)
+        out.append((shape.row_factors[k], r[k] // t, shape.col_factors[k] * r[k + 1] // t))
+    return out
+
+
+def factorize(n: int, parts: int, *, exact: bool = False) -> tuple[int, ...]:
+    """Near-balanced factors of ``n`` (``exact``) or of the smallest ``m >= n`` (padding allowed).
+
+    Without ``exact`` the factors are ``ceil(n ** (1 / parts))``-sized, trimmed so their
+    product is the smallest one ``>= n`` found, e.g. ``factorize(12102, 2) == (110, 111)``.
+    """
+    if n < 1 or parts < 1:
+        raise ValueError(f"cannot factor {n} into {parts} parts")
+    if exact:
+        best: tuple[int, ...] | None = None
+
+        def search(rest: int, k: int, lo: int, acc: tuple[int, ...]) -> None:
+            nonlocal best
+            if k == 1:
+                cand = tuple(sorted(acc + (rest,), reverse=True))
+                if best is None or max(cand) - min(cand) < max(best) - min(best):
+                    best = cand
+                return
+            f = lo
+            while f ** k <= rest:
+                if rest % f == 0:
+                    search(rest // f, k - 1, f, acc + (f,))
+                f += 1
+
+        search(n, parts, 1, ())
+        assert best is not None
+        return best
+    base = max(1, int(math.floor(n ** (1.0 / parts))))
+    factors = [base] * parts
+    i = 0
+    while math.prod(factors) < n:
+        factors[i % parts] += 1
+        i += 1
+    return tuple(sorted(factors, reverse=True))
+
+
+def mixed_radix(ids: torch.Tensor, factors: tuple[int, ...]) -> list[torch.Tensor]:
+    """Digits of ``ids`` in the mixed radix ``factors`` (most significant first)."""
+    digits = []
+    rest = ids
+    for f in reversed(factors):
+        digits.append(torch.remainder(rest, f))
+        rest = torch.div(rest, f, rounding_mode="floor")
+    return digits[::-1]
+
+
+def _kron_identity(s: torch.Tensor, t: int) -> torch.Tensor:
+    """``kron(s[i], I_t)`` for each leading index: (I, a, b) -> (I, a*t, b*t)."""
+    if t == 1:
+        return s
+    i, a, b = s.shape
+    eye = torch.eye(t, dtype=s.dtype, device=s.device)
+    return (s[:, :, None, :, None] * eye[None, None, :, None, :]).reshape(i, a * t, b * t)
+
+
+def expand_cores(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
+    """Plain-TT cores ``(I_k, r_{k-1}, J_k, r_k)`` from the (STP) parameters."""
+    r = shape.full_ranks
+    cores = []
+    for k, p in enumerate(params):
+        g = _kron_identity(p, shape.stp(k))  # (I_k, r_{k-1}, J_k * r_k)
+        cores.append(g.reshape(shape.row_factors[k], r[k], shape.col_factors[k], r[k + 1]))
+    return cores
+
+
+def tt_rows(cores: list[torch.Tensor], ids: torch.Tensor, shape: TTShape) -> torch.Tensor:
+    """Rows ``ids`` of the matrix: (...,) int64 -> (..., cols). Never builds the full matrix."""
+    lead = ids.shape
+    flat = ids.reshape(-1)
+    digits = mixed_radix(flat, shape.row_factors)
+    x = cores[0][digits[0]]  # (B, 1, J_1, r_1)
+    x = x.reshape(flat.shape[0], shape.col_factors[0], shape.full_ranks[1])  # (B, P, r)
+    for k in range(1, shape.num_cores):
+        g = cores[k][digits[k]]  # (B, r_{k-1}, J_k, r_k)
+        b, rin, jk, rout = g.shape
+        x = torch.bmm(x, g.reshape(b, rin, jk * rout))  # (B, P, J_k * r_k)
+        x = x.reshape(b, -1, rout)  # (B, P * J_k, r_k)
+    return x.reshape(*lead, shape.cols)
+
+
+def tt_dense(cores: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
+    """The whole ``(padded_rows, cols)`` matrix, row ``v`` equal to ``tt_rows(cores, v)``."""
+    x = cores[0].reshape(shape.row_factors[0], shape.col_factors[0], shape.full_ranks[1])  # (R, P, r)
+    for k in range(1, shape.num_cores):
+        g = cores[k]  # (I_k, r_{k-1}, J_k, r_k)
+        ik, rin, jk, rout = g.shape
+        y = torch.einsum("apr,irjs->aipjs", x, g)  # (R, I_k, P, J_k, r_k)
+        x = y.reshape(x.shape[0] * ik, x.shape[1] * jk, rout)
+    return x.reshape(shape.padded_rows, shape.cols)
+
+
+def tt_scores(h: torch.Tensor, cores: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
+    """``h @ A.T`` for every row of ``A`` without materialising it: (B, cols) -> (B, padded_rows).
+
+    Contracts the column digits left to right; the cost is dominated by the last core,
+    about ``B * padded_rows * r_{d-1} * J_d`` multiply-adds.
+    """
+    b = h.shape[0]
+    rest = shape.cols // shape.col_factors[0]
+    x = h.reshape(b, shape.col_factors[0], rest)  # (B, J_1, rest)
+    g0 = cores[0].reshape(shape.row_factors[0], shape.col_factors[0], shape.full_ranks[1])  # (I_1, J_1, r_1)
+    x = torch.einsum("bjq,ijr->birq", x, g0)  # (B, I_1, r_1, rest)
+    rows = shape.row_factors[0]
+    for k in range(1, shape.num_cores):
+        g = cores[k]  # (I_k, r_{k-1}, J_k, r_k)
+        ik, rin, jk, rout = g.shape
+        rest //= jk
+        x = x.reshape(b, rows, rin, jk, rest)
+        x = torch.einsum("bprjq,irjs->bpisq", x, g)  # (B, rows, I_k, r_k, rest)
+        rows *= ik
+        x = x.reshape(b, rows, rout, rest)
+    return x.reshape(b, rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Decompositions (initialisation from a trained dense matrix)
+
+
+def _padded(matrix: torch.Tensor, shape: TTShape) -> np.ndarray:
+    if tuple(matrix.shape) != (shape.rows, shape.cols):
+        raise ValueError(f"matrix is {tuple(matrix.shape)}, the TT shape describes {(shape.rows, shape.cols)}")
+    out = np.zeros((shape.padded_rows, shape.cols), dtype=np.float64)
+    out[: shape.rows] = matrix.detach().cpu().double().numpy()
+    return out
+
+
+def _interleave(matrix: np.ndarray, shape: TTShape) -> np.ndarray:
+    """(V, D) -> tensor with modes (i_1 j_1, i_2 j_2, ..., i_d j_d)."""
+    d = shape.num_cores
+    t = matrix.reshape(*shape.row_factors, *shape.col_factors)
+    order = [x for k in range(d) for x in (k, d + k)]
+    t = t.transpose(order)
+    return t.reshape([shape.row_factors[k] * shape.col_factors[k] for k in range(d)])
+
+
+def tt_svd(matrix: torch.Tensor, shape: TTShape) -> list[torch.Tensor]:
+    """Plain TT-SVD (tensorly) of ``matrix``; returns core parameters for ``t = 1``."""
+    from tensorly.decomposition import tensor_train
+
+    if shape.t != 1:
+        raise ValueError("tt_svd fits plain TT (t=1); use stp_tt_svd for t > 1")
+    tensor = _interleave(_padded(matrix, shape), shape)
+    tt = tensor_train(tensor, rank=list(shape.full_ranks))
+    params = []
+    for k, core in enumerate(tt.factors):  # (r_{k-1}, I_k J_k, r_k)
+        core = np.asarray(core)
+        rin, _, rout = core.shape
+        if (rin, rout) != (shape.full_ranks[k], shape.full_ranks[k + 1]):
+            # tensorly caps ranks at what the unfolding supports; pad with zeros to the requested shape
+            padded = np.zeros((shape.full_ranks[k], core.shape[1], shape.full_ranks[k + 1]))
+            padded[:rin, :, :rout] = core
+            core, rin, rout = padded, shape.full_ranks[k], shape.full_ranks[k + 1]
+        g = core.reshape(rin, shape.row_factors[k], shape.col_factors[k], rout).transpose(1, 0, 2, 3)
+        params.append(torch.tensor(g.reshape(shape.row_factors[k], rin, shape.col_factors[k] * rout),
+                                   dtype=matrix.dtype))
+    return params
+
+
+def stp_tt_svd(matrix: torch.Tensor, shape: TTShape) -> list[torch.Tensor]:
+    """Semi-tensor-product TT fit by phase-stacked truncated SVDs, right to left.
+
+    At core ``k`` the current left factor ``L`` (rows: digits ``< k``; columns: ``(i_k, c)``
+    with ``c = (j_k, rho_k)``) is written as ``L' ⋉ S_k``. Output columns ``c = q t + a``
+    only mix with ``L'[:, p t + a]``, and all phases ``a`` share ``S_k``; stacking the
+    phases gives ``[L'_0; ...; L'_{t-1}] @ S_k``, solved by a rank-``r_{k-1}/t`` SVD.
+    """
+    import tensorly as tl
+
+    d, t = shape.num_cores, shape.t
+    r = shape.full_ranks
+    dense = _padded(matrix, shape)
+    # rows: (i_1..i_{d}, j_1..j_{d}) regrouped so that the current core's digits are last
+    tensor = dense.reshape(*shape.row_factors, *shape.col_factors)
+    order = [x for k in range(d) for x in (k, d + k)]  # (i_1, j_1, i_2, j_2, ...)
+    left = tensor.transpose(order).reshape(-1, 1)  # column = trailing rank index (r_d = 1)
+    params: list[torch.Tensor | None] = [None] * d
+    for k in range(d - 1, 0, -1):
+        ik, jk, rout, rin = shape.row_factors[k], shape.col_factors[k], r[k + 1], r[k]
+        tk = shape.stp(k)
+        m = left.reshape(-1, ik, jk * rout)  # (rows, I_k, C)
+        rows, cols_c = m.shape[0], jk * rout
+        q = cols_c // tk
+        # stacked[a, row; i, q] = m[row, i, q t + a]
+        stacked = m.reshape(rows, ik, q, tk).transpose(3, 0, 1, 2).reshape(tk * rows, ik * q)
+        rank = rin // tk
+        u, s, vt = tl.svd_interface(tl.tensor(stacked), n_eigenvecs=min(rank, *stacked.shape))
+        u, s, vt = np.asarray(u), np.asarray(s), np.asarray(vt)
+        got = len(s)
+        sk = np.zeros((rank, ik * q))
+        sk[:got] = vt
+        params[k] = torch.tensor(sk.reshape(rank, ik, q).transpose(1, 0, 2).copy(), dtype=matrix.dtype)
+        lu = np.zeros((tk * rows, rank))
+        lu[:, :got] = u * s
+        # L'[row, p t + a] = lu[a * rows + row, p]
+        left = lu.reshape(tk, rows, rank).transpose(1, 2, 0).reshape(rows, rank * tk)
+        # the next core's columns are (i_{k-1}, j_{k-1}, rho_{k-1}); rows keep the earlier digits
+    params[0] = torch.tensor(left.reshape(shape.row_factors[0], 1, shape.col_factors[0] * r[1]), dtype=matrix.dtype)
+    return [p for p in params if p is not None]
+
+
+def decompose(matrix: torch.Tensor, shape: TTShape) -> list[torch.Tensor]:
+    """Fit core parameters to ``matrix`` (TT-SVD for ``t = 1``, phase-stacked SVD otherwise)."""
+    return tt_svd(matrix, shape) if shape.t == 1 else stp_tt_svd(matrix, shape)

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from edgerec.compress.layers import TTEmbedding, TTLinear
+from edgerec.compress.student import CompressionConfig, build_student, count_params, init_from_teacher, plan_student
+from edgerec.config import ConfigError
+from edgerec.models import build_sasrec
+from tests.conftest import tiny_model_config
+
+N = 399  # 400 rows with padding: factors (20, 20)
+
+
+def teacher(seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_sasrec(tiny_model_config(dim=16, **kw), N).eval()
+
+
+@pytest.mark.parametrize("method", ["stp", "tt", "dense"])
+@pytest.mark.parametrize("ratio", [3.0, 8.0])
+def test_plan_meets_the_ratio_on_the_whole_model(method, ratio):
+    cfg = tiny_model_config(dim=16)
+    plan = plan_student(cfg, N, CompressionConfig(method=method, ratio=ratio))
+    student = build_student(plan, N)
+    assert count_params(student) == plan.params
+    assert plan.teacher_params == count_params(teacher())
+    assert plan.ratio >= ratio
+    if method != "dense":
+        assert isinstance(student.item_embedding, TTEmbedding)
+        assert isinstance(student.blocks[0].attn.query, TTLinear)
+        assert student.item_embedding.shape.t == (2 if method == "stp" else 1)
+
+
+def test_stp_reaches_higher_ratios_than_plain_tt_at_equal_rank():
+    cfg = tiny_model_config(dim=16)
+    stp = plan_student(cfg, N, CompressionConfig(method="stp", ratio=2, embedding_rank=8, linear_rank=4))
+    tt = plan_student(cfg, N, CompressionConfig(method="tt", ratio=2, embedding_rank=8, linear_rank=4))
+    assert stp.params < tt.params
+
+
+@pytest.mark.parametrize(
+    "comp, message",
+    [
+        (dict(ratio=10_000), r"compress.ratio=10000 is impossible for this teacher \(8,320 parameters\)"),
+        (dict(embedding_rank=3), "compress.embedding_rank=3 must be a multiple of t=2"),
+        (dict(linear_rank=1), "compress.linear_rank=1 must be a multiple of t=2"),
+    ],
+)
+def test_bad_compression_configs(comp, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_student(tiny_model_config(dim=16), N, CompressionConfig(**comp))
+    with pytest.raises(ConfigError, match="compress.embedding_rank: ranks must be >= 1"):
+        CompressionConfig(embedding_rank=-1)
+    with pytest.raises(ConfigError, match="compress.ratio"):
+        CompressionConfig(ratio=0.5)
+
+
+def test_init_from_teacher_is_exact_at_full_rank_and_close_at_low_rank():
+    t = teacher(pooling="attention")
+    seq = torch.randint(1, N + 1, (4, 12))
+    full = build_student(plan_student(tiny_model_config(dim=16, pooling="attention"), N,
+                                      CompressionConfig(method="tt", ratio=1, embedding_rank=80, linear_rank=16)), N)
+    errors = init_from_teacher(full, t)
+    assert max(errors.values()) < 1e-4
+    torch.testing.assert_close(full.eval().predict(seq), t.predict(seq), rtol=1e-3, atol=1e-3)
+    low = build_student(plan_student(tiny_model_config(dim=16, pooling="attention"), N,
+                                     CompressionConfig(method="stp", ratio=4)), N)
+    errors = init_from_teacher(low, t)
+    assert 0.05 < errors["item_embedding"] < 1.0
+    # non-factorised weights are copied exactly
+    torch.testing.assert_close(low.position, t.position)
+    torch.testing.assert_close(low.blocks[0].ln1.weight, t.blocks[0].ln1.weight)

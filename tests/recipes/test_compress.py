@@ -1,0 +1,60 @@
+import pytest
+
+from edgerec.checkpoint import CheckpointError, load_checkpoint
+from edgerec.config import ConfigError, apply_overrides
+from edgerec.eval import Evaluator
+from edgerec.models.loading import load_model
+from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
+from edgerec.recipes.train import TeacherRunConfig, TrainConfig, train_teacher
+from tests.conftest import tiny_data_config, tiny_model_config
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory, tiny_dataset):
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = TeacherRunConfig(data=tiny_data_config(), model=tiny_model_config(dim=16),
+                           train=TrainConfig(epochs=6, batch_size=32, lr=3e-3))
+    train_teacher(cfg, out, progress=False, dataset=tiny_dataset)
+    return out / "model.pt"
+
+
+def student_cfg(*extra):
+    return apply_overrides(CompressRunConfig(), ["compress.ratio=3", "train.epochs=3", "train.batch_size=32",
+                                                 "train.lr=0.003", *extra])
+
+
+@pytest.mark.slow
+def test_distilled_student_round_trip(tmp_path, teacher_ckpt, tiny_dataset):
+    res = compress_teacher(teacher_ckpt, student_cfg(), tmp_path / "s", progress=False, dataset=tiny_dataset)
+    assert res["ratio"] >= 3 and res["parameters"] < res["teacher_parameters"] / 3
+    assert res["weights_bytes"] == 4 * res["parameters"]  # fp32
+    assert res["teacher_weights_bytes"] == 4 * res["teacher_parameters"]
+    assert {"loss_ce", "loss_kd", "loss_cl", "loss_pred"} <= set(res["history"][0])
+    payload = load_checkpoint(tmp_path / "s" / "model.pt", kind="student")
+    assert payload["config"]["plan"]["method"] == "stp"
+    # the student rebuilds from its checkpoint alone and reproduces the reported metrics
+    model, _ = load_model(tmp_path / "s" / "model.pt")
+    again = Evaluator(tiny_dataset, tiny_dataset.test, model.max_len)(model.predict)
+    assert again["full"]["all"] == pytest.approx(res["test"]["full"]["all"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tt", "dense"])
+def test_baselines_train_without_distillation(tmp_path, teacher_ckpt, tiny_dataset, method):
+    cfg = student_cfg(f"compress.method={method}", *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
+    res = compress_teacher(teacher_ckpt, cfg, tmp_path, progress=False, dataset=tiny_dataset)
+    assert set(k for k in res["history"][0] if k.startswith("loss_")) == {"loss_ce"}
+    assert res["method"] == method and res["ratio"] >= 3
+
+
+def test_bad_inputs(tmp_path, teacher_ckpt, tiny_dataset):
+    with pytest.raises(ConfigError, match="a dense-baseline student can use distill.kd_weight only"):
+        compress_teacher(teacher_ckpt, student_cfg("compress.method=dense"), tmp_path / "a", progress=False,
+                         dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="compress.ratio=1000.0 is impossible"):
+        compress_teacher(teacher_ckpt, student_cfg("compress.ratio=1000"), tmp_path / "b", progress=False,
+                         dataset=tiny_dataset)
+    compress_teacher(teacher_ckpt, student_cfg("train.epochs=1"), tmp_path / "c", progress=False, dataset=tiny_dataset)
+    with pytest.raises(CheckpointError, match="expected a teacher checkpoint, got kind 'student'"):
+        compress_teacher(tmp_path / "c" / "model.pt", student_cfg(), tmp_path / "d", progress=False,
+                         dataset=tiny_dataset)
