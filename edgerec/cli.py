@@ -18,6 +18,7 @@ from .checkpoint import CheckpointError, atomic_write_json
 from .config import ConfigError, apply_overrides, load_config_file
 from .data import DataConfig, DataFormatError
 from .eval import EvalConfig, format_results
+from .export.bundle import BundleError
 
 logger = logging.getLogger("edgerec.cli")
 
@@ -87,6 +88,32 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.bundle import Bundle, ExportOptions, write_bundle
+
+    targets = ("executorch", "coreml") if args.target == "all" else (args.target,)
+    opts = ExportOptions(targets=targets, k=args.k, patch_rank=args.patch_rank,
+                         executorch_variants=tuple(args.executorch_variants.split(",")),
+                         coreml_variants=tuple(args.coreml_variants.split(",")),
+                         dynamic_length=args.dynamic_length, training_program=not args.no_training_program)
+    path = write_bundle(args.checkpoint, args.out, opts)
+    bundle = Bundle.open(path)
+    print(f"bundle {path}: {bundle.manifest['model']['kind']}, {bundle.num_items} items, top-{bundle.top_k}")
+    for rel, info in sorted(bundle.manifest["files"].items()):
+        if not rel.split("/")[-1].startswith(".") and (rel.count("/") < 2 or rel.endswith("weight.bin")):
+            print(f"  {info['bytes']:>12,}  {rel}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .export.bench import bench_bundle, format_bench
+
+    result = bench_bundle(args.bundle, variants=tuple(args.variants.split(",")), runs=args.runs,
+                          json_path=args.json)
+    print(format_bench(result))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .recipes.demo import run_demo
 
@@ -133,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. distill.kd_weight=0.5 train.epochs=50")
     p.set_defaults(func=cmd_compress)
 
+    p = sub.add_parser("export", help="lower a teacher or student to ExecuTorch and/or Core ML as a bundle")
+    p.add_argument("--checkpoint", required=True, help="model.pt of a teacher or student run")
+    p.add_argument("--target", choices=("executorch", "coreml", "all"), default="all")
+    p.add_argument("--out", required=True, help="bundle directory (must be new or empty)")
+    p.add_argument("--k", type=int, default=20, help="top-K returned by the recommend program")
+    p.add_argument("--patch-rank", type=int, default=4, help="rank of the per-user patch")
+    p.add_argument("--executorch-variants", default="fp32,int8")
+    p.add_argument("--coreml-variants", default="fp16,int8")
+    p.add_argument("--dynamic-length", action="store_true", help="history length dynamic (1..max_len) in ExecuTorch")
+    p.add_argument("--no-training-program", action="store_true", help="skip the ExecuTorch training program")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="measure a bundle through the ExecuTorch runtime")
+    p.add_argument("bundle")
+    p.add_argument("--variants", default="fp32,int8")
+    p.add_argument("--runs", type=int, default=200, help="timed runs per measurement (after warm-up)")
+    p.add_argument("--json", help="results file (default: <bundle>/bench.json is not written; give a path)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="train and compare models on the embedded synthetic data")
     p.add_argument("--out", help="run directory (default: runs/demo-<time>)")
     p.add_argument("--no-progress", action="store_true")
@@ -149,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (ConfigError, DataFormatError, CheckpointError) as exc:
+    except (ConfigError, DataFormatError, CheckpointError, BundleError) as exc:
         print(f"edgerec {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -175,12 +175,12 @@ def mixed_radix(ids: torch.Tensor, factors: tuple[int, ...]) -> list[torch.Tenso
 
 
 def _kron_identity(s: torch.Tensor, t: int) -> torch.Tensor:
-    """``kron(s[i], I_t)`` for each leading index: (I, a, b) -> (I, a*t, b*t)."""
+    """``kron(s[i], I_t)`` for each leading index: (I, a, b) -> (I, a*t, b*t). At most 4-D."""
     if t == 1:
         return s
     i, a, b = s.shape
     eye = torch.eye(t, dtype=s.dtype, device=s.device)
-    return (s[:, :, None, :, None] * eye[None, None, :, None, :]).reshape(i, a * t, b * t)
+    return (s.reshape(i * a, 1, b, 1) * eye.reshape(1, t, 1, t)).reshape(i, a * t, b * t)
 
 
 def expand_cores(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
@@ -214,8 +214,10 @@ def tt_dense(cores: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
     for k in range(1, shape.num_cores):
         g = cores[k]  # (I_k, r_{k-1}, J_k, r_k)
         ik, rin, jk, rout = g.shape
-        y = torch.einsum("apr,irjs->aipjs", x, g)  # (R, I_k, P, J_k, r_k)
-        x = y.reshape(x.shape[0] * ik, x.shape[1] * jk, rout)
+        rows, p = x.shape[0], x.shape[1]
+        y = x.reshape(rows * p, rin) @ g.permute(1, 0, 2, 3).reshape(rin, ik * jk * rout)  # (R P, I_k J_k r_k)
+        y = y.reshape(rows, p, ik, jk * rout).permute(0, 2, 1, 3)  # (R, I_k, P, J_k r_k)
+        x = y.reshape(rows * ik, p * jk, rout)
     return x.reshape(shape.padded_rows, shape.cols)
 
 
@@ -223,23 +225,25 @@ def tt_scores(h: torch.Tensor, cores: list[torch.Tensor], shape: TTShape) -> tor
     """``h @ A.T`` for every row of ``A`` without materialising it: (B, cols) -> (B, padded_rows).
 
     Contracts the column digits left to right; the cost is dominated by the last core,
-    about ``B * padded_rows * r_{d-1} * J_d`` multiply-adds.
+    about ``B * padded_rows * r_{d-1} * J_d`` multiply-adds. Written with matmuls and
+    tensors of at most 4 dimensions so it lowers to XNNPACK and Core ML.
     """
     b = h.shape[0]
-    rest = shape.cols // shape.col_factors[0]
-    x = h.reshape(b, shape.col_factors[0], rest)  # (B, J_1, rest)
-    g0 = cores[0].reshape(shape.row_factors[0], shape.col_factors[0], shape.full_ranks[1])  # (I_1, J_1, r_1)
-    x = torch.einsum("bjq,ijr->birq", x, g0)  # (B, I_1, r_1, rest)
-    rows = shape.row_factors[0]
+    j1, r1 = shape.col_factors[0], shape.full_ranks[1]
+    rest = shape.cols // j1
+    g0 = cores[0].reshape(shape.row_factors[0], j1, r1).permute(1, 0, 2).reshape(j1, -1)  # (J_1, I_1 r_1)
+    x = h.reshape(b, j1, rest).permute(0, 2, 1) @ g0  # (B, rest, I_1 r_1)
+    x = x.reshape(b, rest, shape.row_factors[0], r1).permute(0, 2, 3, 1)  # (B, I_1, r_1, rest)
+    x = x.reshape(b * shape.row_factors[0], r1, rest)  # (B rows, r, rest)
     for k in range(1, shape.num_cores):
         g = cores[k]  # (I_k, r_{k-1}, J_k, r_k)
         ik, rin, jk, rout = g.shape
         rest //= jk
-        x = x.reshape(b, rows, rin, jk, rest)
-        x = torch.einsum("bprjq,irjs->bpisq", x, g)  # (B, rows, I_k, r_k, rest)
-        rows *= ik
-        x = x.reshape(b, rows, rout, rest)
-    return x.reshape(b, rows)
+        n = x.shape[0]
+        y = x.reshape(n, rin, jk, rest).permute(0, 3, 1, 2).reshape(n * rest, rin * jk)  # (n rest, r J)
+        y = y @ g.permute(1, 2, 0, 3).reshape(rin * jk, ik * rout)  # (n rest, I_k r_k)
+        x = y.reshape(n, rest, ik, rout).permute(0, 2, 3, 1).reshape(n * ik, rout, rest)  # (n I_k, r_k, rest)
+    return x.reshape(b, -1)
 
 
 # ---------------------------------------------------------------------------------------

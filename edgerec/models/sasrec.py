@@ -35,7 +35,8 @@ __all__ = [
     "LinearFactory",
     "CausalSelfAttention",
     "FeedForward",
-    "Block",
+    "PostNormBlock",
+    "PreNormBlock",
     "LastPooling",
     "AttentionPooling",
     "build_sasrec",
@@ -75,6 +76,7 @@ class SASRecConfig:
     attn_dropout: float = 0.2
     max_len: int = 50
     pooling: Literal["last", "attention"] = "last"
+    norm: Literal["post", "pre"] = "post"  # LayerNorm after each residual (original SASRec) or before
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-8
 
@@ -144,7 +146,7 @@ class CausalSelfAttention(nn.Module):
         k = self.key(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
         v = self.value(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, W, W)
-        att = att.masked_fill(~allowed, MASK_VALUE)
+        att = att.masked_fill(torch.logical_not(allowed), MASK_VALUE)
         att = self.dropout(torch.softmax(att, dim=-1))
         y = (att @ v).transpose(1, 2).reshape(b, w, d)  # (B, W, dim)
         return self.out(y)
@@ -161,8 +163,8 @@ class FeedForward(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: ``x + attn(LN(x))``, then ``x + ffn(LN(x))``."""
+class PostNormBlock(nn.Module):
+    """Transformer block with LayerNorm after each residual: ``LN(x + attn(x))``, ``LN(x + ffn(x))``."""
 
     def __init__(self, cfg: SASRecConfig, linear: LinearFactory = nn.Linear) -> None:
         super().__init__()
@@ -171,6 +173,14 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg.dim, cfg.hidden, cfg.activation, linear)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.dropout(self.attn(x, allowed)))
+        return self.ln2(x + self.dropout(self.ffn(x)))
+
+
+class PreNormBlock(PostNormBlock):
+    """Transformer block with LayerNorm before each sublayer: ``x + attn(LN(x))``, ``x + ffn(LN(x))``."""
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.ln1(x), allowed))
@@ -210,10 +220,10 @@ class AttentionPooling(nn.Module):
         mean = (h * m).cumsum(1) / m.cumsum(1).clamp(min=1.0)  # (B, W, dim) running mean
         a = self.item_gate(torch.tanh(h))  # (B, W, dim) keyed by position i
         g = torch.sigmoid(a.unsqueeze(1) + self.mean_gate(mean).unsqueeze(2))  # (B, Wt, Wi, dim)
-        beta = g @ self.weight  # (B, Wt, Wi)
+        beta = (g * self.weight).sum(-1)  # (B, Wt, Wi)
         w = h.shape[1]
         causal = torch.ones(w, w, dtype=torch.bool, device=h.device).tril()
-        beta = beta * (causal & valid.unsqueeze(1)).to(h.dtype)
+        beta = beta * torch.logical_and(causal, valid.unsqueeze(1)).to(h.dtype)
         return beta @ h  # (B, Wt, dim)
 
     def last(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -221,7 +231,7 @@ class AttentionPooling(nn.Module):
         m = valid.to(h.dtype).unsqueeze(-1)
         mean = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, dim)
         g = torch.sigmoid(self.item_gate(torch.tanh(h)) + self.mean_gate(mean).unsqueeze(1))  # (B, W, dim)
-        beta = (g @ self.weight) * m.squeeze(-1)  # (B, W)
+        beta = (g * self.weight).sum(-1) * m.squeeze(-1)  # (B, W)
         return (beta.unsqueeze(-1) * h).sum(1)
 
 
@@ -260,7 +270,7 @@ class SASRec(nn.Module):
         causal = torch.ones(w, w, dtype=torch.bool, device=seq.device).tril()  # (W, W)
         eye = torch.eye(w, dtype=torch.bool, device=seq.device)
         # Query i attends valid keys j <= i; every query keeps itself so no row is empty.
-        allowed = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)  # (B, 1, W, W)
+        allowed = torch.logical_and(causal, torch.logical_or(valid.unsqueeze(1), eye)).unsqueeze(1)  # (B, 1, W, W)
         for block in self.blocks:
             x = block(x, allowed) * valid.unsqueeze(-1)
         return self.final_ln(x), valid
@@ -284,13 +294,21 @@ class SASRec(nn.Module):
         return self.score(self.user_representation(seq))
 
 
-def init_dense_weights(module: nn.Module) -> None:
-    """Xavier-normal for dense linear layers, zero biases (factorised layers keep their own init)."""
-    for m in module.modules():
+def init_dense_weights(model: "SASRec") -> None:
+    """Xavier-normal for dense linear layers, a dense item table and the positions; zero biases.
+
+    The small item-table scale (about ``sqrt(2 / num_items)``) matters: rarely seen items
+    keep near-zero scores instead of large random ones. Factorised layers keep their own
+    initialisation.
+    """
+    for m in model.modules():
         if type(m) is nn.Linear:
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif type(m) is DenseItemEmbedding:
+            nn.init.xavier_normal_(m.weight)
+    nn.init.xavier_normal_(model.position)
 
 
 def build_sasrec(
@@ -313,7 +331,8 @@ def build_sasrec(
             f"item_embedding covers {item_embedding.num_items} items x {item_embedding.dim} dims, "
             f"expected {num_items} x {cfg.dim}"
         )
-    blocks = nn.ModuleList(Block(cfg, linear) for _ in range(cfg.blocks))
+    block = PostNormBlock if cfg.norm == "post" else PreNormBlock
+    blocks = nn.ModuleList(block(cfg, linear) for _ in range(cfg.blocks))
     pooling = AttentionPooling(cfg.dim, linear) if cfg.pooling == "attention" else LastPooling()
     model = SASRec(item_embedding, blocks, pooling, cfg.max_len, cfg.dropout, cfg.layer_norm_eps)
     init_dense_weights(model)

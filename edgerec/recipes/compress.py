@@ -97,7 +97,7 @@ def compress_teacher(
     heads = DistillHeads(plan.sasrec.dim) if cfg.distill.needs_heads else None
     modules: dict[str, torch.nn.Module] = {"student": student} | ({"heads": heads} if heads is not None else {})
     params = [p for m in modules.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(0.9, cfg.train.beta2), weight_decay=cfg.train.weight_decay)
     max_len = plan.sasrec.max_len
     batches = TrainBatches(data.train, max_len, cfg.train.batch_size, seed=cfg.train.seed)
     evaluator = Evaluator(data, data.valid, max_len, eval_cfg)

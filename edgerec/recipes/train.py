@@ -44,6 +44,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    beta2: float = 0.98  # Adam's second-moment decay
     loss: Literal["ce", "bce"] = "ce"
     patience: int = 10  # validation rounds without improvement before stopping
     metric: str = "NDCG@10"  # full-ranking validation metric used for selection
@@ -55,6 +56,7 @@ class TrainConfig:
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(0.0 < self.beta2 < 1.0, "train.beta2", f"must be in (0, 1), got {self.beta2}")
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         valid = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
@@ -93,7 +95,8 @@ def train_teacher(
     data = dataset if dataset is not None else load_dataset(cfg.data)
     torch.manual_seed(cfg.train.seed)
     model = build_sasrec(cfg.model, data.num_items)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=(0.9, cfg.train.beta2),
+                            weight_decay=cfg.train.weight_decay)
     batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed)
     evaluator = Evaluator(data, data.valid, cfg.model.max_len, cfg.eval)
     n_params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,183 @@
+"""Benchmark: OD-Rec compression of a trained teacher, variants and a ratio sweep.
+
+At the main ratio (default 30x, counted on the whole inference model) it trains
+
+  0. a dense SASRec shrunk to the same parameter count (smaller dimension),
+  1. a plain-TT student without distillation,
+  2. an STP-TT student without distillation,
+  3. STP-TT + self-supervised distillation (no recombination),
+  4. + embedding recombination (full OD-Rec),
+
+then full OD-Rec and the dense baseline at the other ratios of the sweep. For each it
+records parameters, weight bytes, ratio, HR/NDCG/MRR@5/10/20 overall and for tail items,
+and the batch-1 latency of scoring all items with the table factorised and materialised.
+Prints a table, writes JSON and a size/accuracy plot next to it.
+
+Each run lives in its own directory under --out; a finished run is reused and an
+interrupted one resumes, so re-running the command continues where it stopped.
+
+    python benchmarks/odrec.py --teacher runs/bench-beauty/model.pt --out runs/odrec-beauty \
+        [--ratio 30] [--sweep 10,30,60,100] [--epochs 30] [KEY=VALUE overrides for every student]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from edgerec.checkpoint import atomic_write_json
+from edgerec.compress.student import inference_model
+from edgerec.config import ConfigError, apply_overrides
+from edgerec.models.loading import load_model
+from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
+
+logger = logging.getLogger("benchmarks.odrec")
+
+VARIANTS = {  # name: (label, method, distillation overrides)
+    "dense": ("0 dense SASRec, same size", "dense", NO_DISTILL),
+    "tt": ("1 TT, no distillation", "tt", NO_DISTILL),
+    "stp": ("2 STP-TT, no distillation", "stp", NO_DISTILL),
+    "stp-kd": ("3 STP-TT + SSL distillation", "stp", {"recombination": False}),
+    "odrec": ("4 + recombination (OD-Rec)", "stp", {}),
+}
+KS = (5, 10, 20)
+
+
+def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, runs: int = 50) -> float:
+    """Median batch-1 latency (ms) of history -> scores of all items, after warm-up."""
+    g = torch.Generator().manual_seed(0)
+    seq = torch.randint(1, num_items + 1, (1, max_len), generator=g)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 5):
+            t0 = time.perf_counter()
+            model.predict(seq)
+            if i >= 5:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: dict, extra: list[str]) -> dict:
+    results = out / "results.json"
+    if results.exists():
+        logger.info("reusing %s", results)
+        return json.loads(results.read_text())
+    cfg = apply_overrides(CompressRunConfig(), [f"compress.method={method}", f"compress.ratio={ratio}",
+                                                *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
+    try:
+        return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
+    except ConfigError as exc:
+        if "impossible" not in str(exc) or cfg.compress.embedding_cores > 2 or method == "dense":
+            raise
+        logger.info("%s; retrying with 3 embedding cores", exc)
+        cfg.compress.embedding_cores = 3
+        return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
+
+
+def row(label: str, res: dict, latency: dict[str, float]) -> dict:
+    full = res["test"]["full"]
+    return {
+        "model": label,
+        "parameters": res["parameters"],
+        "weights_bytes": res["weights_bytes"],
+        "ratio": res.get("ratio", 1.0),
+        "metrics": {g: {f"{m}@{k}": full[g][f"{m}@{k}"] for m in ("HR", "NDCG", "MRR") for k in KS}
+                    for g in ("all", "tail", "head")},
+        "sampled_NDCG@10": res["test"]["sampled"]["all"]["NDCG@10"],
+        "latency_ms": latency,
+        "best_epoch": res["best_epoch"],
+        "seconds_per_epoch": res["seconds_per_epoch"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--ratio", type=float, default=30.0)
+    parser.add_argument("--sweep", default="10,30,60,100")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", type=Path, help="default: benchmarks/results/odrec_<teacher dir>.json")
+    parser.add_argument("overrides", nargs="*", help="student overrides, e.g. train.epochs=30")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    teacher_model, payload = load_model(args.teacher)
+    teacher_res = json.loads((args.teacher.parent / "results.json").read_text())
+    max_len, n_items = teacher_model.max_len, teacher_model.num_items
+    rows = [row("teacher", {**teacher_res, "ratio": 1.0},
+                {"dense": scoring_latency_ms(teacher_model, max_len, n_items)})]
+    runs: list[tuple[str, str, float]] = [(v, VARIANTS[v][0], args.ratio) for v in args.variants.split(",")]
+    for r in (float(x) for x in args.sweep.split(",") if x):
+        if r != args.ratio:
+            runs += [("dense", f"0 dense SASRec, same size", r), ("odrec", "4 + recombination (OD-Rec)", r)]
+    for variant, label, ratio in runs:
+        _, method, distill = VARIANTS[variant]
+        res = run_student(args.teacher, args.out / f"{variant}-{ratio:g}x", method, ratio, distill, args.overrides)
+        student, _ = load_model(args.out / f"{variant}-{ratio:g}x" / "model.pt")
+        latency = {"dense": scoring_latency_ms(inference_model(student, "dense"), max_len, n_items)}
+        if method != "dense":
+            latency["factorized"] = scoring_latency_ms(inference_model(student, "factorized"), max_len, n_items)
+        rows.append({**row(label, res, latency), "ratio_target": ratio, "scoring_default": res["scoring"]})
+
+    print(f"\nOD-Rec on {payload['config']['data']['source']} (test split, full ranking; tail = bottom 80% of items)")
+    head = (f"{'model':<30}{'target':>7}{'params':>10}{'ratio':>7}{'KB':>8}{'HR@10':>8}{'NDCG@10':>9}"
+            f"{'tail HR@10':>11}{'tail NDCG':>10}{'MRR@20':>8}{'ms dense':>9}{'ms fact':>8}")
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        m, t, lat = r["metrics"]["all"], r["metrics"]["tail"], r["latency_ms"]
+        fact = f"{lat['factorized']:>8.2f}" if "factorized" in lat else f"{'-':>8}"
+        target = f"{r.get('ratio_target', 1):>6g}x"
+        print(f"{r['model']:<30}{target:>7}{r['parameters']:>10,}{r['ratio']:>6.1f}x{r['weights_bytes'] / 1024:>8.1f}"
+              f"{m['HR@10']:>8.4f}{m['NDCG@10']:>9.4f}{t['HR@10']:>11.4f}{t['NDCG@10']:>10.4f}{m['MRR@20']:>8.4f}"
+              f"{lat['dense']:>9.2f}{fact}")
+    out = args.json or Path("benchmarks/results") / f"odrec_{args.teacher.parent.name}.json"
+    atomic_write_json(out, {
+        "teacher": str(args.teacher),
+        "data": payload["config"]["data"]["source"],
+        "host": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                 "torch": torch.__version__},
+        "command": "python benchmarks/odrec.py " + " ".join(sys.argv[1:]) if argv is None else None,
+        "rows": rows,
+    })
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    teacher = rows[0]
+    ax.axhline(teacher["metrics"]["all"]["NDCG@10"], color="black", linestyle="--", label="teacher")
+    for label, marker in (("4 + recombination (OD-Rec)", "o"), ("0 dense SASRec, same size", "s")):
+        pts = sorted((r["ratio"], r["metrics"]["all"]["NDCG@10"]) for r in rows if r["model"] == label)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, label=label.split(" ", 1)[1])
+    for r in rows[1:]:
+        if r["model"] not in ("4 + recombination (OD-Rec)", "0 dense SASRec, same size"):
+            ax.scatter([r["ratio"]], [r["metrics"]["all"]["NDCG@10"]], marker="x")
+            ax.annotate(r["model"].split(" ")[0], (r["ratio"], r["metrics"]["all"]["NDCG@10"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio (teacher / student parameters, whole model)")
+    ax.set_ylabel("test NDCG@10 (full ranking)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Exported programs against eager PyTorch, run in ExecuTorch's runtime (the one phones use)."""
+
+import pytest
+import torch
+
+from edgerec.export.executorch import export_inference, export_stages, export_training, load_program
+from edgerec.export.programs import Recommend
+from edgerec.models import build_sasrec
+from edgerec.patch import PatchSpec, initial_patch, patch_loss
+from tests.conftest import tiny_model_config
+from tests.export.conftest import N_ITEMS, histories
+
+pytestmark = pytest.mark.export
+
+
+@pytest.fixture(scope="module", params=["teacher", "student"])
+def lowered(request, patch_spec):
+    model = request.getfixturevalue(request.param)
+    art = export_inference(model, k=10, patch=patch_spec, dynamic_length=True)
+    return model, art, load_program(art.buffer)
+
+
+def user_patch(spec, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [0.1 * torch.randn(s, generator=g) for s in spec.shapes().values()]
+
+
+def test_recommend_top_k_equals_eager(lowered, patch_spec):
+    model, art, program = lowered
+    method = program.load_method("recommend")
+    eager = Recommend(model, 10)
+    for patch in (list(initial_patch(patch_spec)), user_patch(patch_spec)):
+        for i, hist in enumerate(histories(6, seed=3)):
+            hist = hist.unsqueeze(0)
+            ids, scores = method.execute([hist, *patch])
+            ref_ids, ref_scores = eager(hist, *patch)
+            assert torch.equal(ids, ref_ids), f"history {i}"
+            torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    assert set(art.methods) == {"recommend", "sgd_step"}
+    assert art.planned_memory["recommend"] > 0
+
+
+def test_dynamic_history_length(lowered, patch_spec):
+    model, _, program = lowered
+    method = program.load_method("recommend")
+    patch = list(initial_patch(patch_spec))
+    full = histories(1, seed=5)
+    full[0, :] = torch.arange(1, 11)
+    for width in (10, 6, 2, 1):
+        hist = full[:, -width:].contiguous()
+        ids, _ = method.execute([hist, *patch])
+        assert torch.equal(ids, Recommend(model, 10)(hist, *patch)[0])
+
+
+def test_runtime_sgd_steps_equal_eager_autograd_sgd(lowered, patch_spec):
+    model, _, program = lowered
+    step = program.load_method("sgd_step")
+    local, targets = histories(5, seed=7), torch.randint(1, N_ITEMS + 1, (5,), generator=torch.Generator().manual_seed(8))
+    lr = torch.tensor([0.5])
+    patch = list(initial_patch(patch_spec))
+    auto = [p.clone().requires_grad_(True) for p in patch]
+    with torch.no_grad():
+        u = model.user_representation(local)
+        table = model.item_embedding.to_dense()[1:]
+    losses = []
+    for _ in range(4):
+        *patch, loss = step.execute([local, targets, *patch, lr])
+        ref = patch_loss(u, table, targets, *auto)
+        grads = torch.autograd.grad(ref, auto)
+        assert float(loss) == pytest.approx(ref.item(), rel=1e-4, abs=1e-5)
+        auto = [(a - lr * g).detach().requires_grad_(True) for a, g in zip(auto, grads)]
+        for got, want in zip(patch, auto):
+            torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_int8_program_is_smaller_and_ranks_alike():
+    patch_spec = PatchSpec(dim=64, rank=2)
+    # table-dominated, like real catalogues (on toy tables the quantisation metadata dominates)
+    torch.manual_seed(0)
+    teacher = build_sasrec(tiny_model_config(dim=64, blocks=1, max_len=10), 4000).eval()
+    fp32 = export_inference(teacher, k=10, patch=patch_spec, etrecord=False)
+    int8 = export_inference(teacher, k=10, patch=patch_spec, quantize="int8", etrecord=False)
+    assert len(int8.buffer) < 0.65 * len(fp32.buffer)
+    p32, p8 = load_program(fp32.buffer).load_method("recommend"), load_program(int8.buffer).load_method("recommend")
+    patch = list(initial_patch(patch_spec))
+    overlap = []
+    for hist in histories(8, seed=11, n_items=4000):
+        a, _ = p32.execute([hist.unsqueeze(0), *patch])
+        b, _ = p8.execute([hist.unsqueeze(0), *patch])
+        overlap.append(len(set(a[0].tolist()) & set(b[0].tolist())) / 10)
+    assert sum(overlap) / len(overlap) >= 0.8
+
+
+def test_training_program_matches_eager_and_learns(student, patch_spec):
+    from executorch.extension.training import _load_for_executorch_for_training_from_buffer, get_sgd_optimizer
+
+    art = export_training(student, patch_spec, batch=6)
+    module = _load_for_executorch_for_training_from_buffer(art.buffer)
+    local, targets = histories(6, seed=2), torch.randint(1, N_ITEMS + 1, (6,), generator=torch.Generator().manual_seed(4))
+    module.forward_backward("forward", (local, targets))  # parameters are exposed after the first call
+    params = module.named_parameters()
+    assert sorted(params) == ["patch_bias", "patch_down", "patch_up"]  # the model itself is frozen
+    auto = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    with torch.no_grad():
+        u = student.user_representation(local)
+        table = student.item_embedding.to_dense()[1:]
+    optimizer = get_sgd_optimizer(params, 0.5, 0, 0, 0, False)
+    losses = []
+    for _ in range(4):
+        loss = module.forward_backward("forward", (local, targets))[0]
+        ref = patch_loss(u, table, targets, auto["patch_bias"], auto["patch_down"], auto["patch_up"])
+        grads = dict(zip(auto, torch.autograd.grad(ref, list(auto.values()))))
+        assert float(loss) == pytest.approx(ref.item(), rel=1e-4)
+        for name, g in module.named_gradients().items():
+            torch.testing.assert_close(g, grads[name], rtol=1e-3, atol=1e-6)
+        optimizer.step(module.named_gradients())
+        auto = {k: (v - 0.5 * grads[k]).detach().requires_grad_(True) for k, v in auto.items()}
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+def test_stage_programs_compose_to_recommend(teacher):
+    program = load_program(export_stages(teacher, k=10).buffer)
+    hist = histories(1, seed=9)
+    user = program.load_method("encode").execute([hist])[0]
+    scores = program.load_method("score").execute([user])[0]
+    ids, _ = program.load_method("topk").execute([scores])
+    zero = [torch.zeros(16), torch.zeros(16, 2), torch.zeros(2, 16)]
+    assert torch.equal(ids, Recommend(teacher, 10)(hist, *zero)[0])
