@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     max_len, n_items = teacher_model.max_len, teacher_model.num_items
     rows = [row("teacher", {**teacher_res, "ratio": 1.0},
                 {"dense": scoring_latency_ms(teacher_model, max_len, n_items)})]
-    runs: list[tuple[str, str, float]] = [(v, VARIANTS[v][0], args.ratio) for v in args.variants.split(",")]
+    unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; expected a subset of {list(VARIANTS)}")
+    runs: list[tuple[str, str, float]] = [(v, VARIANTS[v][0], args.ratio) for v in args.variants.split(",") if v]
     for r in (float(x) for x in args.sweep.split(",") if x):
         if r != args.ratio:
             runs += [("dense", f"0 dense SASRec, same size", r), ("odrec", "4 + recombination (OD-Rec)", r)]

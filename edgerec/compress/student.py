@@ -52,8 +52,11 @@ class CompressionConfig:
     linear_rank: int = 0  # 0: chosen from linear_share
     linear_share: float = 0.15  # share of the factorised budget spent on linear layers when ranks are chosen
     scoring: Literal["auto", "factorized", "dense"] = "auto"
+    dropout: float | None = None  # the student's dropout and attention dropout; None: the teacher's
 
     def __post_init__(self) -> None:
+        if self.dropout is not None:
+            check(0.0 <= self.dropout < 1.0, "compress.dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.ratio >= 1.0, "compress.ratio", f"must be >= 1, got {self.ratio}")
         check(self.t >= 1, "compress.t", f"must be >= 1, got {self.t}")
         check(self.embedding_cores >= 2, "compress.embedding_cores", f"must be >= 2, got {self.embedding_cores}")
@@ -130,6 +133,8 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
     """Choose the student's shapes and ranks so that teacher/student parameters >= ``comp.ratio``."""
     teacher_params = _dense_params(teacher, num_items)
     budget = teacher_params / comp.ratio
+    if comp.dropout is not None:  # regularisation only: no effect on shapes or parameter counts
+        teacher = dataclasses.replace(teacher, dropout=comp.dropout, attn_dropout=comp.dropout)
     if comp.method == "dense":
         dim = teacher.dim
         while dim >= teacher.heads and (dim % teacher.heads or _dense_params(_dense_student_config(teacher, dim), num_items) > budget):

@@ -27,7 +27,7 @@ from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results, head_items
 from ..models import SASRecConfig
 from ..models.loading import load_model
-from .run import EarlyStopping, RunDir, TrainingDiverged, epoch_seed, peak_rss_mb, weights_bytes
+from .run import EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb, weights_bytes
 from .train import TrainConfig, validation_record
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ def compress_teacher(
         "teacher": {"path": str(teacher_path), "params": plan.teacher_params},
     }
     run = RunDir(out_dir, cfg_dict, resume=resume)
-    t_start = time.perf_counter()
 
     torch.manual_seed(cfg.train.seed)
     student = build_student(plan, data.num_items)
@@ -139,7 +138,7 @@ def compress_teacher(
         valid = evaluator(student.predict)
         record = {"loss": means["total"], **{f"loss_{k}": v for k, v in means.items() if k != "total"},
                   **validation_record(valid, metric), "train_s": train_s,
-                  "elapsed_s": time.perf_counter() - t_start}
+                  "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
         stopper.update(student, valid["full"]["all"][metric], record)
         logger.info("epoch %d: loss %.4f %s, valid %s %.4f (best %.4f @ %d), %.1fs", epoch + 1, means["total"],
                     {k: round(v, 4) for k, v in means.items() if k != "total"}, metric,

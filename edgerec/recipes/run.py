@@ -53,6 +53,11 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def elapsed_before(stopper: "EarlyStopping") -> float:
+    """Training + validation seconds of the epochs already recorded (survives resumes)."""
+    return float(stopper.history[-1].get("elapsed_s", 0.0)) if stopper.history else 0.0
+
+
 @dataclass
 class EarlyStopping:
     """Selection on a validation metric with patience; everything needed to resume."""

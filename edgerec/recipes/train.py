@@ -31,7 +31,7 @@ from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results
 from ..losses import next_item_loss
 from ..models import SASRecConfig, build_sasrec
-from .run import EarlyStopping, RunDir, TrainingDiverged, epoch_seed, peak_rss_mb, weights_bytes
+from .run import EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb, weights_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def train_teacher(
         t1 = time.perf_counter()
         valid = evaluator(model.predict)
         record = {"loss": mean_loss, **validation_record(valid, metric), "train_s": train_s,
-                  "eval_s": time.perf_counter() - t1, "elapsed_s": time.perf_counter() - t_start}
+                  "eval_s": time.perf_counter() - t1, "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
         stopper.update(model, valid["full"]["all"][metric], record)
         logger.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d), %.1fs train", epoch + 1, mean_loss, metric,
                     valid["full"]["all"][metric], stopper.best, stopper.best_epoch, train_s)

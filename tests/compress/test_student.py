@@ -54,6 +54,16 @@ def test_bad_compression_configs(comp, message):
         CompressionConfig(ratio=0.5)
 
 
+def test_student_dropout_overrides_the_teachers_without_changing_shapes():
+    cfg = tiny_model_config(dim=16, dropout=0.5)
+    same = plan_student(cfg, N, CompressionConfig(ratio=3))
+    low = plan_student(cfg, N, CompressionConfig(ratio=3, dropout=0.1))
+    assert (same.sasrec.dropout, low.sasrec.dropout, low.sasrec.attn_dropout) == (0.5, 0.1, 0.1)
+    assert (low.params, low.embedding, low.linears) == (same.params, same.embedding, same.linears)
+    with pytest.raises(ConfigError, match="compress.dropout"):
+        CompressionConfig(dropout=1.0)
+
+
 def test_init_from_teacher_is_exact_at_full_rank_and_close_at_low_rank():
     t = teacher(pooling="attention")
     seq = torch.randint(1, N + 1, (4, 12))

@@ -58,6 +58,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_dataset, monk
     resumed = train_teacher(run_config(), tmp_path / "b", resume=True, progress=False, dataset=tiny_dataset)
 
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    elapsed = [h["elapsed_s"] for h in resumed["history"]]
+    assert elapsed == sorted(elapsed), f"elapsed time must accumulate across the resume: {elapsed}"
     a = load_checkpoint(tmp_path / "a" / "model.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "b" / "model.pt")["state_dict"]
     for name in a:
