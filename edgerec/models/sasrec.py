@@ -124,8 +124,10 @@ class DenseItemEmbedding(nn.Module):
         return F.embedding(ids, self.weight)
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
-        # h: (..., dim) -> (..., num_items); column j is item j + 1
-        return F.linear(h, self.weight[1:])
+        # h: (..., dim) -> (..., num_items); column j is item j + 1. The padding row is scored and
+        # dropped: slicing the output, not the table, lets an exported program hand the table to
+        # one fused matmul instead of copying all of it on every call.
+        return F.linear(h, self.weight)[..., 1:]
 
 
 class CausalSelfAttention(nn.Module):
