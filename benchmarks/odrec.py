@@ -161,6 +161,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     teacher = rows[0]
@@ -174,6 +175,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.scatter([r["ratio"]], [r["metrics"]["all"]["NDCG@10"]], marker="x")
             ax.annotate(r["model"].split(" ")[0], (r["ratio"], r["metrics"]["all"]["NDCG@10"]), fontsize=8)
     ax.set_xscale("log")
+    ticks = sorted({round(r["ratio"], 1) for r in rows[1:]})
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks], fontsize=8)
     ax.set_xlabel("compression ratio (teacher / student parameters, whole model)")
     ax.set_ylabel("test NDCG@10 (full ranking)")
     ax.legend()
