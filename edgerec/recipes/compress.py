@@ -27,7 +27,8 @@ from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results, head_items
 from ..models import SASRecConfig
 from ..models.loading import load_model
-from .run import EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb, weights_bytes
+from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
+                  restore_best, weights_bytes)
 from .train import TrainConfig, validation_record
 
 logger = logging.getLogger(__name__)
@@ -149,10 +150,7 @@ def compress_teacher(
             break
     epochs.close()
 
-    if stopper.best_state is None:
-        raise TrainingDiverged("no epoch completed; nothing to select")
-    student.load_state_dict(stopper.best_state)
-    student.eval()
+    restore_best(stopper, student)
     valid = evaluator(student.predict)
     test = Evaluator(data, data.test, max_len, eval_cfg)(student.predict)
     results = {

@@ -53,6 +53,14 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def restore_best(stopper: "EarlyStopping", model: nn.Module) -> None:
+    """Load the weights selected on validation into ``model`` and switch it to eval mode."""
+    if stopper.best_state is None:
+        raise TrainingDiverged("no epoch completed; nothing to select")
+    model.load_state_dict(stopper.best_state)
+    model.eval()
+
+
 def elapsed_before(stopper: "EarlyStopping") -> float:
     """Training + validation seconds of the epochs already recorded (survives resumes)."""
     return float(stopper.history[-1].get("elapsed_s", 0.0)) if stopper.history else 0.0

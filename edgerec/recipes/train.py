@@ -31,7 +31,8 @@ from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results
 from ..losses import next_item_loss
 from ..models import SASRecConfig, build_sasrec
-from .run import EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb, weights_bytes
+from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
+                  restore_best, weights_bytes)
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,7 @@ def train_teacher(
             break
     epochs.close()
 
-    if stopper.best_state is None:
-        raise TrainingDiverged("no epoch completed; nothing to select")
-    model.load_state_dict(stopper.best_state)
-    model.eval()
+    restore_best(stopper, model)
     valid = evaluator(model.predict)
     test = Evaluator(data, data.test, cfg.model.max_len, cfg.eval)(model.predict)
     results = {
