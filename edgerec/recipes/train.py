@@ -29,7 +29,7 @@ from ..checkpoint import atomic_write_json, save_checkpoint
 from ..config import check, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results
-from ..losses import next_item_loss
+from ..losses import LOSSES, next_item_loss
 from ..models import SASRecConfig, build_sasrec
 from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
                   restore_best, weights_bytes)
@@ -59,6 +59,7 @@ class TrainConfig:
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(0.0 < self.beta2 < 1.0, "train.beta2", f"must be in (0, 1), got {self.beta2}")
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
+        check(self.loss in LOSSES, "train.loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         valid = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
         check(self.metric in valid, "train.metric", f"must be one of {sorted(valid)}, got {self.metric!r}")
