@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import CheckpointError, atomic_write_json, save_checkpoint
 from ..compress.distill import DistillConfig, DistillHeads, distill_losses
 from ..compress.student import CompressionConfig, build_student, init_from_teacher, plan_student
-from ..config import ConfigError, config_from_dict, config_to_dict
+from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results, head_items
 from ..models import SASRecConfig
@@ -49,6 +49,12 @@ class CompressRunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=_student_train_defaults)
     eval: EvalConfig | None = None  # None: the teacher's evaluation settings
+
+    def __post_init__(self) -> None:
+        # The student's objective is the distillation one, whose supervised term is the
+        # full-softmax cross-entropy; a different train.loss would be silently ignored.
+        check(self.train.loss == "ce", "train.loss",
+              f"students train with the distillation objective (cross-entropy term); got {self.train.loss!r}, expected 'ce'")
 
 
 def compress_teacher(

@@ -54,6 +54,8 @@ def test_bad_inputs(tmp_path, teacher_ckpt, tiny_dataset):
     with pytest.raises(ConfigError, match="compress.ratio=1000.0 is impossible"):
         compress_teacher(teacher_ckpt, student_cfg("compress.ratio=1000"), tmp_path / "b", progress=False,
                          dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="train.loss.*got 'bce', expected 'ce'"):
+        student_cfg("train.loss=bce")
     compress_teacher(teacher_ckpt, student_cfg("train.epochs=1"), tmp_path / "c", progress=False, dataset=tiny_dataset)
     with pytest.raises(CheckpointError, match="expected a teacher checkpoint, got kind 'student'"):
         compress_teacher(tmp_path / "c" / "model.pt", student_cfg(), tmp_path / "d", progress=False,
