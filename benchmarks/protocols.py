@@ -20,9 +20,8 @@ import torch
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.config import config_from_dict
-from edgerec.data import DataConfig, load_dataset
 from edgerec.eval import EvalConfig, Evaluator
-from edgerec.models.loading import load_model
+from edgerec.recipes.evaluate import load_with_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--betas: expected comma-separated numbers, got {args.betas!r}")
 
-    model, payload = load_model(args.model)
-    model.eval()
+    model, payload, data = load_with_data(args.model)
     cfg = payload["config"]
-    data = load_dataset(config_from_dict(DataConfig, cfg["data"]))
     evaluator = Evaluator(data, data.valid, model.max_len, config_from_dict(EvalConfig, cfg["eval"]))
     prior = torch.log1p(torch.as_tensor(data.item_counts[1:], dtype=torch.float32))  # (num_items,)
 

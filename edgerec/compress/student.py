@@ -140,7 +140,11 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
         while dim >= teacher.heads and (dim % teacher.heads or _dense_params(_dense_student_config(teacher, dim), num_items) > budget):
             dim -= 1
         if dim < teacher.heads:
-            raise ConfigError(f"compress.ratio={comp.ratio}: even a dense SASRec of dimension {teacher.heads} is larger")
+            smallest = _dense_params(_dense_student_config(teacher, teacher.heads), num_items)
+            raise ConfigError(
+                f"compress.ratio={comp.ratio} is impossible for this teacher ({teacher_params:,} parameters): even a "
+                f"dense SASRec of dimension {teacher.heads} has {smallest:,} parameters (ratio {teacher_params / smallest:.1f})"
+            )
         cfg = _dense_student_config(teacher, dim)
         return StudentPlan("dense", config_to_dict(cfg), params=_dense_params(cfg, num_items),
                            teacher_params=teacher_params, scoring="dense")

@@ -41,6 +41,8 @@ def test_stp_reaches_higher_ratios_than_plain_tt_at_equal_rank():
     "comp, message",
     [
         (dict(ratio=10_000), r"compress.ratio=10000 is impossible for this teacher \(8,320 parameters\)"),
+        (dict(method="dense", ratio=10_000),
+         r"compress.ratio=10000 is impossible for this teacher \(8,320 parameters\): even a dense SASRec of dimension 2"),
         (dict(embedding_rank=3), "compress.embedding_rank=3 must be a multiple of t=2"),
         (dict(linear_rank=1), "compress.linear_rank=1 must be a multiple of t=2"),
     ],
