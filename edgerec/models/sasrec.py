@@ -37,6 +37,7 @@ __all__ = [
     "FeedForward",
     "PostNormBlock",
     "PreNormBlock",
+    "SASRecBlock",
     "LastPooling",
     "AttentionPooling",
     "build_sasrec",
@@ -76,7 +77,9 @@ class SASRecConfig:
     attn_dropout: float = 0.2
     max_len: int = 50
     pooling: Literal["last", "attention"] = "last"
-    norm: Literal["post", "pre"] = "post"  # LayerNorm after each residual (original SASRec) or before
+    # "post": LayerNorm after each residual; "pre": before each sublayer; "sasrec": the block of
+    # the SASRec authors' code (see SASRecBlock)
+    norm: Literal["post", "pre", "sasrec"] = "post"
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-8
 
@@ -93,6 +96,9 @@ class SASRecConfig:
         check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         check(0.0 <= self.attn_dropout < 1.0, "model.attn_dropout", f"must be in [0, 1), got {self.attn_dropout}")
         check(self.max_len >= 2, "model.max_len", f"must be >= 2, got {self.max_len}")
+        check(self.norm in NORMS, "model.norm", f"must be one of {list(NORMS)}, got {self.norm!r}")
+        check(self.pooling in ("last", "attention"), "model.pooling", f"must be 'last' or 'attention', got {self.pooling!r}")
+        check(self.activation in ("gelu", "relu"), "model.activation", f"must be 'gelu' or 'relu', got {self.activation!r}")
 
     @property
     def hidden(self) -> int:
@@ -141,12 +147,14 @@ class CausalSelfAttention(nn.Module):
         self.out = linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        # x: (B, W, dim); allowed: (B, 1, W, W) bool, True where query i may attend key j
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, W, dim) queries, and keys/values unless kv (B, W, dim) is given;
+        # allowed: (B, 1, W, W) bool, True where query i may attend key j
+        kv = x if kv is None else kv
         b, w, d = x.shape
         q = self.query(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)  # (B, H, W, Dh)
-        k = self.key(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
-        v = self.value(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)
+        k = self.key(kv).view(b, w, self.heads, self.head_dim).transpose(1, 2)
+        v = self.value(kv).view(b, w, self.heads, self.head_dim).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, W, W)
         att = att.masked_fill(torch.logical_not(allowed), MASK_VALUE)
         att = self.dropout(torch.softmax(att, dim=-1))
@@ -187,6 +195,28 @@ class PreNormBlock(PostNormBlock):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.ln1(x), allowed))
         return x + self.dropout(self.ffn(self.ln2(x)))
+
+
+class SASRecBlock(PostNormBlock):
+    """The block of the SASRec authors' code (and of the public PyTorch port).
+
+    The normalised input is both the attention's query and its residual, while keys and
+    values come from the un-normalised stream; the feed-forward sublayer normalises its
+    input and adds to that. Dropout acts on the attention weights and inside the
+    feed-forward sublayer (hidden units and output), not on the attention output:
+    ``q = LN1(x); y = q + attn(q, kv=x); z = LN2(y); out = z + drop(fc2(drop(act(fc1(z)))))``.
+    """
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x: (B, W, dim); allowed: (B, 1, W, W) -> (B, W, dim)
+        q = self.ln1(x)
+        y = self.ln2(q + self.attn(q, allowed, kv=x))
+        hidden = self.dropout(self.ffn.act(self.ffn.fc1(y)))  # (B, W, hidden)
+        return y + self.dropout(self.ffn.fc2(hidden))
+
+
+BLOCKS = {"post": PostNormBlock, "pre": PreNormBlock, "sasrec": SASRecBlock}
+NORMS = tuple(BLOCKS)
 
 
 class LastPooling(nn.Module):
@@ -333,7 +363,7 @@ def build_sasrec(
             f"item_embedding covers {item_embedding.num_items} items x {item_embedding.dim} dims, "
             f"expected {num_items} x {cfg.dim}"
         )
-    block = PostNormBlock if cfg.norm == "post" else PreNormBlock
+    block = BLOCKS[cfg.norm]
     blocks = nn.ModuleList(block(cfg, linear) for _ in range(cfg.blocks))
     pooling = AttentionPooling(cfg.dim, linear) if cfg.pooling == "attention" else LastPooling()
     model = SASRec(item_embedding, blocks, pooling, cfg.max_len, cfg.dropout, cfg.layer_norm_eps)

@@ -29,7 +29,7 @@ from ..models import SASRecConfig
 from ..models.loading import load_model
 from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
                   restore_best, weights_bytes)
-from .train import TrainConfig, validation_record
+from .train import TrainConfig, validation_record, validation_value
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +146,12 @@ def compress_teacher(
         record = {"loss": means["total"], **{f"loss_{k}": v for k, v in means.items() if k != "total"},
                   **validation_record(valid, metric), "train_s": train_s,
                   "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
-        stopper.update(student, valid["full"]["all"][metric], record)
+        value = validation_value(valid, metric)
+        stopper.update(student, value, record)
         logger.info("epoch %d: loss %.4f %s, valid %s %.4f (best %.4f @ %d), %.1fs", epoch + 1, means["total"],
                     {k: round(v, 4) for k, v in means.items() if k != "total"}, metric,
-                    valid["full"]["all"][metric], stopper.best, stopper.best_epoch, train_s)
-        epochs.set_postfix(loss=f"{means['total']:.4f}", **{f"val_{metric}": f"{valid['full']['all'][metric]:.4f}"})
+                    value, stopper.best, stopper.best_epoch, train_s)
+        epochs.set_postfix(loss=f"{means['total']:.4f}", **{f"val_{metric}": f"{value:.4f}"})
         run.save_last("student-run", data.fingerprint, stopper, modules, opt)
         if stopper.stopped:
             break

@@ -48,7 +48,9 @@ class TrainConfig:
     beta2: float = 0.98  # Adam's second-moment decay
     loss: Literal["ce", "bce"] = "ce"
     patience: int = 10  # validation rounds without improvement before stopping
-    metric: str = "NDCG@10"  # full-ranking validation metric used for selection
+    # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
+    # "sampled_", the sampled protocol ("sampled_NDCG@10")
+    metric: str = "NDCG@10"
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     seed: int = 0
 
@@ -61,7 +63,8 @@ class TrainConfig:
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         check(self.loss in LOSSES, "train.loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        valid = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
+        full = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
+        valid = full | {f"sampled_{m}" for m in full}
         check(self.metric in valid, "train.metric", f"must be one of {sorted(valid)}, got {self.metric!r}")
 
 
@@ -73,10 +76,17 @@ class TeacherRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def validation_value(result: dict[str, Any], metric: str) -> float:
+    """The selection metric (``NDCG@10`` or ``sampled_NDCG@10`` style) of an evaluation result."""
+    protocol, name = ("sampled", metric.removeprefix("sampled_")) if metric.startswith("sampled_") else ("full", metric)
+    return result[protocol]["all"][name]
+
+
 def validation_record(result: dict[str, Any], metric: str) -> dict[str, float]:
     """The validation numbers kept per epoch in a run's history."""
     return {
-        f"valid_{metric}": result["full"]["all"][metric],
+        "valid_NDCG@10": result["full"]["all"]["NDCG@10"],
+        f"valid_{metric}": validation_value(result, metric),
         "valid_sampled_NDCG@10": result["sampled"]["all"]["NDCG@10"],
         "valid_sampled_HR@10": result["sampled"]["all"]["HR@10"],
     }
@@ -138,10 +148,11 @@ def train_teacher(
         valid = evaluator(model.predict)
         record = {"loss": mean_loss, **validation_record(valid, metric), "train_s": train_s,
                   "eval_s": time.perf_counter() - t1, "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
-        stopper.update(model, valid["full"]["all"][metric], record)
+        value = validation_value(valid, metric)
+        stopper.update(model, value, record)
         logger.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d), %.1fs train", epoch + 1, mean_loss, metric,
-                    valid["full"]["all"][metric], stopper.best, stopper.best_epoch, train_s)
-        epochs.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{metric}": f"{valid['full']['all'][metric]:.4f}"})
+                    value, stopper.best, stopper.best_epoch, train_s)
+        epochs.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{metric}": f"{value:.4f}"})
         run.save_last("teacher-run", data.fingerprint, stopper, {"model": model}, opt)
         if stopper.stopped:
             logger.info("early stop: no %s improvement in %d rounds", metric, cfg.train.patience)

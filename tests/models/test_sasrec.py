@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from edgerec.models import AttentionPooling, DenseItemEmbedding, SASRecConfig, build_sasrec
+from edgerec.models.sasrec import NORMS, SASRecBlock
 from tests.conftest import tiny_model_config
 
 N_ITEMS = 40
@@ -31,9 +32,10 @@ def test_shapes(pooling):
     assert model.predict(seq[:, -5:]).shape == (3, N_ITEMS)  # narrower windows are allowed
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_no_future_leakage(pooling):
-    model = model_for(pooling)
+def test_no_future_leakage(pooling, norm):
+    model = model_for(pooling, norm=norm)
     seq = random_history(batch=1, pad=(0,))
     base = model(seq)
     for t in range(seq.shape[1] - 1):
@@ -44,9 +46,10 @@ def test_no_future_leakage(pooling):
         assert not torch.allclose(out[0, t + 1:], base[0, t + 1:])
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_padding_width_does_not_change_the_prediction(pooling):
-    model = model_for(pooling)
+def test_padding_width_does_not_change_the_prediction(pooling, norm):
+    model = model_for(pooling, norm=norm)
     seq = random_history(batch=2, pad=(4, 9))
     wide = model.predict(seq)
     # dropping all-padding columns on the left keeps every history identical
@@ -97,8 +100,26 @@ def test_builder_takes_layers():
         build_sasrec(cfg, N_ITEMS, item_embedding=DenseItemEmbedding(10, 16))
 
 
+def test_sasrec_block_normalises_the_query_and_residual_only():
+    torch.manual_seed(0)
+    block = SASRecBlock(tiny_model_config(norm="sasrec", heads=1, activation="relu", dropout=0.0, attn_dropout=0.0)).eval()
+    x = torch.randn(2, 6, 16) * 3 + 1  # far from normalised, so LN placement matters
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 1, 6, 6)
+    with torch.no_grad():
+        q = block.ln1(x)
+        scores = (block.attn.query(q) @ block.attn.key(x).transpose(1, 2)) / 4.0  # head_dim 16
+        attended = block.attn.out(torch.softmax(scores.masked_fill(~allowed[:, 0], float("-inf")), -1) @ block.attn.value(x))
+        y = block.ln2(q + attended)
+        expected = y + block.ffn.fc2(torch.relu(block.ffn.fc1(y)))
+        torch.testing.assert_close(block(x, allowed), expected, rtol=1e-5, atol=1e-5)
+    # keys and values read the un-normalised stream: rescaling the input changes the output
+    assert not torch.allclose(block(2 * x, allowed), block(x, allowed), atol=1e-3)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="model.heads: dim=10 must be divisible by heads=3"):
         SASRecConfig(dim=10, heads=3)
     with pytest.raises(ValueError, match="model.dropout"):
         SASRecConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="model.norm: must be one of \\['post', 'pre', 'sasrec'\\], got 'mid'"):
+        SASRecConfig(norm="mid")

@@ -85,3 +85,13 @@ def test_early_stopping_selects_on_validation(tmp_path, tiny_dataset):
     assert res["epochs_run"] < 30
     assert res["best_epoch"] == 1 + max(range(len(values)), key=values.__getitem__)
     assert res["valid"]["full"]["all"]["NDCG@10"] == pytest.approx(max(values))
+
+
+def test_selection_on_the_sampled_protocol(tmp_path, tiny_dataset):
+    cfg = run_config(epochs=4, metric="sampled_HR@10")
+    res = train_teacher(cfg, tmp_path, progress=False, dataset=tiny_dataset)
+    values = [h["valid_sampled_HR@10"] for h in res["history"]]
+    assert res["best_epoch"] == 1 + max(range(len(values)), key=values.__getitem__)
+    assert res["valid"]["sampled"]["all"]["HR@10"] == pytest.approx(max(values))
+    with pytest.raises(ValueError, match="train.metric: must be one of .*got 'sampled_AUC'"):
+        TrainConfig(metric="sampled_AUC")
