@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from edgerec.checkpoint import atomic_write_json
-from edgerec.compress.student import inference_model
-from edgerec.config import ConfigError, apply_overrides
+from edgerec.compress.student import RatioUnreachable, inference_model
+from edgerec.config import apply_overrides
 from edgerec.models.loading import load_model
 from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
 
@@ -80,8 +80,8 @@ def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: di
                                                 *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
     try:
         return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
-    except ConfigError as exc:
-        if "impossible" not in str(exc) or cfg.compress.embedding_cores > 2 or method == "dense":
+    except RatioUnreachable as exc:
+        if cfg.compress.embedding_cores > 2 or method == "dense":
             raise
         logger.info("%s; retrying with 3 embedding cores", exc)
         cfg.compress.embedding_cores = 3
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             res = run_student(args.teacher, args.out / f"{variant}-{ratio:g}x", method, ratio, distill,
                               [*STUDENT_DEFAULTS, *args.overrides])
-        except ConfigError as exc:
-            if method != "dense" or "impossible" not in str(exc):
+        except RatioUnreachable as exc:
+            if method != "dense":
                 raise
             # past the ratio of the smallest dense SASRec no baseline of that size exists
             logger.warning("skipping %s at %gx: %s", label, ratio, exc)

@@ -29,6 +29,7 @@ from .tt import TTShape, factorize
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RatioUnreachable",
     "CompressionConfig",
     "StudentPlan",
     "plan_student",
@@ -38,6 +39,10 @@ __all__ = [
     "count_params",
     "inference_model",
 ]
+
+
+class RatioUnreachable(ConfigError):
+    """No student of the requested method and layout is as small as ``compress.ratio`` asks."""
 
 
 @dataclass
@@ -141,7 +146,7 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
             dim -= 1
         if dim < teacher.heads:
             smallest = _dense_params(_dense_student_config(teacher, teacher.heads), num_items)
-            raise ConfigError(
+            raise RatioUnreachable(
                 f"compress.ratio={comp.ratio} is impossible for this teacher ({teacher_params:,} parameters): even a "
                 f"dense SASRec of dimension {teacher.heads} has {smallest:,} parameters (ratio {teacher_params / smallest:.1f})"
             )
@@ -210,7 +215,7 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
             emb_rank = r
         if emb_rank == 0:
             smallest = fixed + linear_cost + emb_shape(t).num_params()
-            raise ConfigError(
+            raise RatioUnreachable(
                 f"compress.ratio={comp.ratio} is impossible for this teacher ({teacher_params:,} parameters): the "
                 f"smallest {comp.method} student has {smallest:,} parameters (ratio {teacher_params / smallest:.1f}); "
                 "lower the ratio, add cores (compress.embedding_cores) or raise compress.t"

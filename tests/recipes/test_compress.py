@@ -1,6 +1,7 @@
 import pytest
 
 from edgerec.checkpoint import CheckpointError, load_checkpoint
+from edgerec.compress.student import RatioUnreachable
 from edgerec.config import ConfigError, apply_overrides
 from edgerec.eval import Evaluator
 from edgerec.models.loading import load_model
@@ -51,7 +52,7 @@ def test_bad_inputs(tmp_path, teacher_ckpt, tiny_dataset):
     with pytest.raises(ConfigError, match="a dense-baseline student can use distill.kd_weight only"):
         compress_teacher(teacher_ckpt, student_cfg("compress.method=dense"), tmp_path / "a", progress=False,
                          dataset=tiny_dataset)
-    with pytest.raises(ConfigError, match="compress.ratio=1000.0 is impossible"):
+    with pytest.raises(RatioUnreachable, match="compress.ratio=1000.0 is impossible"):
         compress_teacher(teacher_ckpt, student_cfg("compress.ratio=1000"), tmp_path / "b", progress=False,
                          dataset=tiny_dataset)
     with pytest.raises(ConfigError, match="train.loss.*got 'bce', expected 'ce'"):
