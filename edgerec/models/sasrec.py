@@ -163,25 +163,32 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int, activation: str, linear: LinearFactory = nn.Linear) -> None:
+    """``fc2(drop(act(fc1(x))))``; the hidden-unit dropout is off unless asked for."""
+
+    def __init__(self, dim: int, hidden: int, activation: str, linear: LinearFactory = nn.Linear,
+                 hidden_dropout: float = 0.0) -> None:
         super().__init__()
         self.fc1 = linear(dim, hidden)
         self.fc2 = linear(hidden, dim)
         self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.dropout = nn.Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.dropout(self.act(self.fc1(x))))  # (..., dim) -> (..., hidden) -> (..., dim)
 
 
 class PostNormBlock(nn.Module):
     """Transformer block with LayerNorm after each residual: ``LN(x + attn(x))``, ``LN(x + ffn(x))``."""
+
+    ffn_hidden_dropout = False  # dropout on the feed-forward hidden units as well
 
     def __init__(self, cfg: SASRecConfig, linear: LinearFactory = nn.Linear) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
         self.attn = CausalSelfAttention(cfg.dim, cfg.heads, cfg.attn_dropout, linear)
         self.ln2 = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg.dim, cfg.hidden, cfg.activation, linear)
+        self.ffn = FeedForward(cfg.dim, cfg.hidden, cfg.activation, linear,
+                               hidden_dropout=cfg.dropout if self.ffn_hidden_dropout else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -207,12 +214,13 @@ class SASRecBlock(PostNormBlock):
     ``q = LN1(x); y = q + attn(q, kv=x); z = LN2(y); out = z + drop(fc2(drop(act(fc1(z)))))``.
     """
 
+    ffn_hidden_dropout = True
+
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         # x: (B, W, dim); allowed: (B, 1, W, W) -> (B, W, dim)
         q = self.ln1(x)
         y = self.ln2(q + self.attn(q, allowed, kv=x))
-        hidden = self.dropout(self.ffn.act(self.ffn.fc1(y)))  # (B, W, hidden)
-        return y + self.dropout(self.ffn.fc2(hidden))
+        return y + self.dropout(self.ffn(y))
 
 
 BLOCKS = {"post": PostNormBlock, "pre": PreNormBlock, "sasrec": SASRecBlock}
