@@ -1,8 +1,11 @@
 """Next-item training losses over every non-padding position.
 
 ``ce`` is the full-softmax cross-entropy over all items (the stronger objective for
-full-ranking accuracy); ``bce`` is the classic SASRec objective with one uniform negative
-per position.
+full-ranking accuracy); ``bce`` is the classic SASRec objective with uniform negatives
+(one per position in SASRec; the loss of each is summed); ``sampled_ce`` is a softmax over the target and ``negatives`` uniform items
+drawn once per batch and shared by every position (a draw equal to a position's target is
+masked out for that position). It trains exactly what the sampled evaluation protocol
+measures, at a fraction of the full softmax's cost.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import torch.nn.functional as F
 
 from .models.sasrec import SASRec
 
-__all__ = ["LOSSES", "cross_entropy_loss", "bce_loss", "next_item_loss"]
+__all__ = ["LOSSES", "cross_entropy_loss", "bce_loss", "sampled_cross_entropy_loss", "next_item_loss",
+           "DEFAULT_NEGATIVES"]
 
-LOSSES = ("ce", "bce")
+LOSSES = ("ce", "bce", "sampled_ce")
 
 
 def cross_entropy_loss(model: SASRec, rep: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -27,25 +31,56 @@ def cross_entropy_loss(model: SASRec, rep: torch.Tensor, tgt: torch.Tensor) -> t
     return F.cross_entropy(logits, tgt[keep] - 1)
 
 
-def bce_loss(model: SASRec, rep: torch.Tensor, tgt: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Binary cross-entropy of the target against one uniform negative per position.
+def bce_loss(
+    model: SASRec, rep: torch.Tensor, tgt: torch.Tensor, negatives: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of the target against ``negatives`` uniform items per position.
 
+    Per position ``-log sigmoid(s+) - sum_k log sigmoid(-s_k)``, averaged over positions.
     rep: (B, W, dim); tgt: (B, W) int64, 0 where ignored.
     """
     keep = tgt != 0
-    neg = torch.randint(1, model.num_items + 1, tgt.shape, generator=generator, device=tgt.device)
-    pos_logit = (rep * model.item_embedding(tgt)).sum(-1)[keep]  # (P,)
-    neg_logit = (rep * model.item_embedding(neg)).sum(-1)[keep]
-    return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
-        neg_logit, torch.zeros_like(neg_logit)
-    )
+    h, t = rep[keep], tgt[keep]  # (P, dim), (P,)
+    neg = torch.randint(1, model.num_items + 1, (*tgt.shape, negatives), generator=generator, device=tgt.device)[keep]
+    pos_logit = (h * model.item_embedding(t)).sum(-1)  # (P,)
+    neg_logit = (h.unsqueeze(1) * model.item_embedding(neg)).sum(-1)  # (P, K)
+    return -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
 
 
-def next_item_loss(kind: str, model: SASRec, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """The training loss ``kind`` (one of ``LOSSES``) of one batch; inp, tgt: (B, W) int64."""
+def sampled_cross_entropy_loss(
+    model: SASRec, rep: torch.Tensor, tgt: torch.Tensor, negatives: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Softmax cross-entropy of the target against ``negatives`` uniform items shared by the batch.
+
+    rep: (B, W, dim); tgt: (B, W) int64, 0 where ignored. Uniform draws need no log-Q correction.
+    """
+    keep = tgt != 0
+    h, t = rep[keep], tgt[keep]  # (P, dim), (P,)
+    neg = torch.randint(1, model.num_items + 1, (negatives,), generator=generator, device=tgt.device)  # (K,)
+    pos_logit = (h * model.item_embedding(t)).sum(-1, keepdim=True)  # (P, 1)
+    neg_logit = h @ model.item_embedding(neg).T  # (P, K)
+    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
+    logits = torch.cat([pos_logit, neg_logit], dim=1)  # (P, 1 + K), target in column 0
+    return F.cross_entropy(logits, torch.zeros_like(t))
+
+
+DEFAULT_NEGATIVES = {"bce": 1, "sampled_ce": 128}
+
+
+def next_item_loss(
+    kind: str, model: SASRec, inp: torch.Tensor, tgt: torch.Tensor, *, negatives: int | None = None
+) -> torch.Tensor:
+    """The training loss ``kind`` (one of ``LOSSES``) of one batch; inp, tgt: (B, W) int64.
+
+    ``negatives``: sampled items per position (``bce``) or per batch (``sampled_ce``); None
+    takes ``DEFAULT_NEGATIVES``; ``ce`` ignores it.
+    """
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
     rep = model(inp)  # (B, W, dim)
     if kind == "ce":
         return cross_entropy_loss(model, rep, tgt)
-    return bce_loss(model, rep, tgt)
+    k = DEFAULT_NEGATIVES.get(kind, 0) if negatives is None else negatives
+    if kind == "sampled_ce":
+        return sampled_cross_entropy_loss(model, rep, tgt, k)
+    return bce_loss(model, rep, tgt, k)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from edgerec.config import ConfigError
-from edgerec.losses import bce_loss, cross_entropy_loss, next_item_loss
+from edgerec.losses import bce_loss, cross_entropy_loss, next_item_loss, sampled_cross_entropy_loss
 from edgerec.models import build_sasrec
 from edgerec.recipes.train import TrainConfig
 from tests.conftest import tiny_model_config
@@ -44,6 +44,63 @@ def test_bce_matches_its_definition_for_a_fixed_negative_draw(model_and_batch):
     negl = (rep * emb(neg)).sum(-1)[keep]
     want = -F.logsigmoid(pos).mean() - F.logsigmoid(-negl).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_bce_sums_the_losses_of_several_negatives(model_and_batch):
+    model, inp, tgt = model_and_batch
+    rep = model(inp)
+    got = bce_loss(model, rep, tgt, negatives=3, generator=torch.Generator().manual_seed(4))
+    neg = torch.randint(1, model.num_items + 1, (2, 5, 3), generator=torch.Generator().manual_seed(4))
+    emb = model.item_embedding.weight
+    terms = []
+    for b in range(2):
+        for t in range(5):
+            if tgt[b, t] == 0:
+                continue
+            h = rep[b, t]
+            terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
+    assert got.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    assert got.item() > bce_loss(model, rep, tgt, negatives=1, generator=torch.Generator().manual_seed(4)).item()
+
+
+def test_sampled_ce_matches_a_hand_computed_softmax_without_accidental_hits(model_and_batch):
+    model, inp, tgt = model_and_batch
+    rep = model(inp)
+    got = sampled_cross_entropy_loss(model, rep, tgt, 12, generator=torch.Generator().manual_seed(6))
+    neg = torch.randint(1, model.num_items + 1, (12,), generator=torch.Generator().manual_seed(6)).tolist()
+    assert set(neg) & {3, 4, 5, 7}  # this draw hits some targets, so the masking is exercised
+    emb = model.item_embedding.weight
+    nll = []
+    for b in range(2):
+        for t in range(5):
+            target = int(tgt[b, t])
+            if target == 0:
+                continue
+            cand = [target] + [n for n in neg if n != target]  # a draw equal to the target is dropped
+            logits = emb[cand] @ rep[b, t]
+            nll.append(torch.logsumexp(logits, 0) - logits[0])
+    assert got.item() == pytest.approx(torch.stack(nll).mean().item(), rel=1e-5)
+
+
+def test_sampled_ce_with_every_item_drawn_equals_full_softmax(model_and_batch, monkeypatch):
+    model, inp, tgt = model_and_batch
+    rep = model(inp)
+    every = torch.arange(1, model.num_items + 1)
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: every)
+    got = sampled_cross_entropy_loss(model, rep, tgt, model.num_items)
+    monkeypatch.undo()
+    # every item is drawn once; the target's own draw is masked, so the candidates are all items
+    assert got.item() == pytest.approx(cross_entropy_loss(model, rep, tgt).item(), rel=1e-5)
+
+
+def test_sampled_ce_trains_through_next_item_loss(model_and_batch):
+    model, inp, tgt = model_and_batch
+    torch.manual_seed(0)
+    loss = next_item_loss("sampled_ce", model, inp, tgt, negatives=8)
+    loss.backward()
+    assert torch.isfinite(loss) and model.item_embedding.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="train.negatives"):
+        TrainConfig(loss="sampled_ce", negatives=0)
 
 
 def test_unknown_loss_is_rejected(model_and_batch):

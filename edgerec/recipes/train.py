@@ -46,7 +46,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     beta2: float = 0.98  # Adam's second-moment decay
-    loss: Literal["ce", "bce"] = "ce"
+    loss: Literal["ce", "bce", "sampled_ce"] = "ce"
+    # uniform negatives: per position for loss=bce (default 1, as in SASRec), per batch for
+    # loss=sampled_ce (default 128); None takes the loss's default
+    negatives: int | None = None
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -62,6 +65,7 @@ class TrainConfig:
         check(0.0 < self.beta2 < 1.0, "train.beta2", f"must be in (0, 1), got {self.beta2}")
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         check(self.loss in LOSSES, "train.loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
+        check(self.negatives is None or self.negatives >= 1, "train.negatives", f"must be >= 1, got {self.negatives}")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         full = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
         valid = full | {f"sampled_{m}" for m in full}
@@ -131,7 +135,7 @@ def train_teacher(
         total, steps = 0.0, 0
         for inp, tgt in tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                              disable=not progress):
-            loss = next_item_loss(cfg.train.loss, model, inp, tgt)
+            loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
