@@ -2,7 +2,8 @@
 
 ``ce`` is the full-softmax cross-entropy over all items (the stronger objective for
 full-ranking accuracy); ``bce`` is the classic SASRec objective with uniform negatives
-(one per position in SASRec; the loss of each is summed); ``sampled_ce`` is a softmax over the target and ``negatives`` uniform items
+(one per position in SASRec; the losses of several are summed or averaged);
+``sampled_ce`` is a softmax over the target and ``negatives`` uniform items
 drawn once per batch and shared by every position (a draw equal to a position's target is
 masked out for that position). It trains exactly what the sampled evaluation protocol
 measures, at a fraction of the full softmax's cost.
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from .models.sasrec import SASRec
 
 __all__ = ["LOSSES", "cross_entropy_loss", "bce_loss", "sampled_cross_entropy_loss", "next_item_loss",
-           "DEFAULT_NEGATIVES"]
+           "DEFAULT_NEGATIVES", "NEGATIVE_REDUCTIONS"]
 
 LOSSES = ("ce", "bce", "sampled_ce")
+NEGATIVE_REDUCTIONS = ("sum", "mean")
 
 
 def cross_entropy_loss(model: SASRec, rep: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -32,19 +34,24 @@ def cross_entropy_loss(model: SASRec, rep: torch.Tensor, tgt: torch.Tensor) -> t
 
 
 def bce_loss(
-    model: SASRec, rep: torch.Tensor, tgt: torch.Tensor, negatives: int = 1, generator: torch.Generator | None = None
+    model: SASRec, rep: torch.Tensor, tgt: torch.Tensor, negatives: int = 1, reduction: str = "sum",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy of the target against ``negatives`` uniform items per position.
 
-    Per position ``-log sigmoid(s+) - sum_k log sigmoid(-s_k)``, averaged over positions.
-    rep: (B, W, dim); tgt: (B, W) int64, 0 where ignored.
+    Per position ``-log sigmoid(s+) - sum_k log sigmoid(-s_k)`` (``reduction="sum"``) or with
+    the mean over the negatives (``"mean"``: the expected gradient of one negative, with less
+    variance), averaged over positions. rep: (B, W, dim); tgt: (B, W) int64, 0 where ignored.
     """
+    if reduction not in NEGATIVE_REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {NEGATIVE_REDUCTIONS}")
     keep = tgt != 0
     h, t = rep[keep], tgt[keep]  # (P, dim), (P,)
     neg = torch.randint(1, model.num_items + 1, (*tgt.shape, negatives), generator=generator, device=tgt.device)[keep]
     pos_logit = (h * model.item_embedding(t)).sum(-1)  # (P,)
     neg_logit = (h.unsqueeze(1) * model.item_embedding(neg)).sum(-1)  # (P, K)
-    return -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
+    neg_term = F.logsigmoid(-neg_logit).sum(-1) if reduction == "sum" else F.logsigmoid(-neg_logit).mean(-1)
+    return -(F.logsigmoid(pos_logit) + neg_term).mean()
 
 
 def sampled_cross_entropy_loss(
@@ -68,12 +75,13 @@ DEFAULT_NEGATIVES = {"bce": 1, "sampled_ce": 128}
 
 
 def next_item_loss(
-    kind: str, model: SASRec, inp: torch.Tensor, tgt: torch.Tensor, *, negatives: int | None = None
+    kind: str, model: SASRec, inp: torch.Tensor, tgt: torch.Tensor, *, negatives: int | None = None,
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """The training loss ``kind`` (one of ``LOSSES``) of one batch; inp, tgt: (B, W) int64.
 
     ``negatives``: sampled items per position (``bce``) or per batch (``sampled_ce``); None
-    takes ``DEFAULT_NEGATIVES``; ``ce`` ignores it.
+    takes ``DEFAULT_NEGATIVES``; ``ce`` ignores it. ``reduction`` combines ``bce``'s negatives.
     """
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
@@ -83,4 +91,4 @@ def next_item_loss(
     k = DEFAULT_NEGATIVES.get(kind, 0) if negatives is None else negatives
     if kind == "sampled_ce":
         return sampled_cross_entropy_loss(model, rep, tgt, k)
-    return bce_loss(model, rep, tgt, k)
+    return bce_loss(model, rep, tgt, k, reduction)

@@ -61,6 +61,11 @@ def test_bce_sums_the_losses_of_several_negatives(model_and_batch):
             terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
     assert got.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
     assert got.item() > bce_loss(model, rep, tgt, negatives=1, generator=torch.Generator().manual_seed(4)).item()
+    mean = bce_loss(model, rep, tgt, negatives=3, reduction="mean", generator=torch.Generator().manual_seed(4))
+    pos = torch.stack([-F.logsigmoid(emb[tgt[b, t]] @ rep[b, t]) for b in range(2) for t in range(5) if tgt[b, t]])
+    assert mean.item() == pytest.approx((pos.mean() + (got - pos.mean()) / 3).item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="train.negative_reduction"):
+        TrainConfig(loss="bce", negative_reduction="max")
 
 
 def test_sampled_ce_matches_a_hand_computed_softmax_without_accidental_hits(model_and_batch):

@@ -29,7 +29,7 @@ from ..checkpoint import atomic_write_json, save_checkpoint
 from ..config import check, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results
-from ..losses import LOSSES, next_item_loss
+from ..losses import LOSSES, NEGATIVE_REDUCTIONS, next_item_loss
 from ..models import SASRecConfig, build_sasrec
 from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
                   restore_best, weights_bytes)
@@ -50,6 +50,7 @@ class TrainConfig:
     # uniform negatives: per position for loss=bce (default 1, as in SASRec), per batch for
     # loss=sampled_ce (default 128); None takes the loss's default
     negatives: int | None = None
+    negative_reduction: Literal["sum", "mean"] = "sum"  # loss=bce: sum or average the negatives' losses
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -65,6 +66,8 @@ class TrainConfig:
         check(0.0 < self.beta2 < 1.0, "train.beta2", f"must be in (0, 1), got {self.beta2}")
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         check(self.loss in LOSSES, "train.loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
+        check(self.negative_reduction in NEGATIVE_REDUCTIONS, "train.negative_reduction",
+              f"must be one of {list(NEGATIVE_REDUCTIONS)}, got {self.negative_reduction!r}")
         check(self.negatives is None or self.negatives >= 1, "train.negatives", f"must be >= 1, got {self.negatives}")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         full = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
@@ -135,7 +138,8 @@ def train_teacher(
         total, steps = 0.0, 0
         for inp, tgt in tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                              disable=not progress):
-            loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives)
+            loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives,
+                                  reduction=cfg.train.negative_reduction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
