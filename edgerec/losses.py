@@ -50,7 +50,8 @@ def bce_loss(
     neg = torch.randint(1, model.num_items + 1, (*tgt.shape, negatives), generator=generator, device=tgt.device)[keep]
     pos_logit = (h * model.item_embedding(t)).sum(-1)  # (P,)
     neg_logit = (h.unsqueeze(1) * model.item_embedding(neg)).sum(-1)  # (P, K)
-    neg_term = F.logsigmoid(-neg_logit).sum(-1) if reduction == "sum" else F.logsigmoid(-neg_logit).mean(-1)
+    neg_ll = F.logsigmoid(-neg_logit)  # (P, K)
+    neg_term = neg_ll.sum(-1) if reduction == "sum" else neg_ll.mean(-1)
     return -(F.logsigmoid(pos_logit) + neg_term).mean()
 
 
@@ -88,7 +89,7 @@ def next_item_loss(
     rep = model(inp)  # (B, W, dim)
     if kind == "ce":
         return cross_entropy_loss(model, rep, tgt)
-    k = DEFAULT_NEGATIVES.get(kind, 0) if negatives is None else negatives
+    k = DEFAULT_NEGATIVES[kind] if negatives is None else negatives
     if kind == "sampled_ce":
         return sampled_cross_entropy_loss(model, rep, tgt, k)
     return bce_loss(model, rep, tgt, k, reduction)
