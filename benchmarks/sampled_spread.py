@@ -30,7 +30,7 @@ METRICS = ("HR@10", "NDCG@10")
 
 def summary(values: list[float]) -> dict[str, float]:
     v = np.asarray(values)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)),  # main() asks for >= 2 draws
             "min": float(v.min()), "p10": float(np.quantile(v, 0.1)), "p90": float(np.quantile(v, 0.9)),
             "max": float(v.max())}
 
