@@ -38,7 +38,7 @@ from torch import nn
 from ..config import check
 from ..models.sasrec import AttentionPooling, SASRec
 
-__all__ = ["DistillConfig", "DistillHeads", "kd_loss", "info_nce", "distill_losses"]
+__all__ = ["DistillConfig", "DistillHeads", "kd_loss", "ce_and_kd", "info_nce", "distill_losses"]
 
 
 @dataclass
@@ -74,6 +74,32 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="none").sum(-1)  # (P,)
     return kl.mean() * temperature**2
+
+
+def ce_and_kd(
+    student_logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor, kd_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(1 - w) CE + w KL(p_T || p_S)`` at temperature 1, in one softmax pass over all items.
+
+    The weighted sum equals a cross-entropy against the mixed target
+    ``q = (1 - w) onehot(target) + w p_T`` less the constant ``w H(p_T)``, so the student's
+    logits go through a single fused cross-entropy instead of a cross-entropy and a KL
+    (each a log-softmax and its backward over a (positions, items) matrix).
+    student_logits, teacher_logits: (P, N); target: (P,) in [0, N).
+    Returns the weighted sum (with gradient) and the CE and KD terms (detached, for logs).
+    """
+    with torch.no_grad():
+        log_p_t = F.log_softmax(teacher_logits, dim=-1)  # (P, N)
+        p_t = log_p_t.exp()
+        neg_entropy = (p_t * log_p_t).sum(-1).mean()  # -H(p_T)
+        q = p_t.mul_(kd_weight)
+        q.scatter_add_(1, target.unsqueeze(1), torch.full_like(target, 1.0 - kd_weight, dtype=q.dtype).unsqueeze(1))
+    mixed = F.cross_entropy(student_logits, q)  # (1 - w) CE + w H(p_T, p_S)
+    with torch.no_grad():
+        lse = torch.logsumexp(student_logits, dim=-1)  # (P,)
+        ce = (lse - student_logits.gather(1, target.unsqueeze(1)).squeeze(1)).mean()
+        kd = ((mixed - (1.0 - kd_weight) * ce) / kd_weight + neg_entropy) if kd_weight > 0 else torch.zeros_like(ce)
+    return mixed + kd_weight * neg_entropy, ce, kd
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -124,19 +150,23 @@ def distill_losses(
     keep = tgt != 0
     rep_s = student(inp)  # (B, W, dim)
     logits_s = student.score(rep_s[keep])  # (P, N)
-    ce = F.cross_entropy(logits_s, tgt[keep] - 1)
-    out: dict[str, torch.Tensor] = {"ce": ce}
-    total = (1.0 - cfg.kd_weight) * ce if cfg.uses_teacher else ce
+    target = tgt[keep] - 1  # (P,)
     if not cfg.uses_teacher:
-        out["total"] = total
-        return out
+        ce = F.cross_entropy(logits_s, target)
+        return {"ce": ce, "total": ce}
 
     with torch.no_grad():
         rep_t = teacher(inp)  # (B, W, dim)
         logits_t = teacher.score(rep_t[keep]) if cfg.kd_weight > 0 else None
-    if logits_t is not None:
+    out: dict[str, torch.Tensor] = {}
+    if logits_t is None:
+        out["ce"] = total = F.cross_entropy(logits_s, target)
+    elif cfg.temperature == 1.0:
+        total, out["ce"], out["kd"] = ce_and_kd(logits_s, target, logits_t, cfg.kd_weight)
+    else:
+        out["ce"] = F.cross_entropy(logits_s, target)
         out["kd"] = kd_loss(logits_s, logits_t, cfg.temperature)
-        total = total + cfg.kd_weight * out["kd"]
+        total = (1.0 - cfg.kd_weight) * out["ce"] + cfg.kd_weight * out["kd"]
 
     if cfg.needs_heads:
         if heads is None:
