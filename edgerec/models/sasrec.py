@@ -197,10 +197,18 @@ class PostNormBlock(nn.Module):
 
 
 class PreNormBlock(PostNormBlock):
-    """Transformer block with LayerNorm before each sublayer: ``x + attn(LN(x))``, ``x + ffn(LN(x))``."""
+    """Transformer block with LayerNorm before each sublayer: ``x + attn(LN(x))``, ``x + ffn(LN(x))``.
+
+    Dropout as in the Pre-LN option of the public PyTorch SASRec port: on the attention
+    weights and inside the feed-forward sublayer (hidden units and output), not on the
+    attention output.
+    """
+
+    ffn_hidden_dropout = True
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), allowed))
+        # x: (B, W, dim); allowed: (B, 1, W, W) -> (B, W, dim)
+        x = x + self.attn(self.ln1(x), allowed)
         return x + self.dropout(self.ffn(self.ln2(x)))
 
 
