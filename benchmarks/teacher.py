@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": res["config"],
     }
     ref = REFERENCE.get(name)
+    span = "in this invocation" if args.resume else "in all"
     print(f"\nSASRec teacher on {name}: {res['parameters']:,} parameters, {res['epochs_run']} epochs "
           f"({res['seconds_per_epoch']:.1f} s/epoch), selected epoch {res['best_epoch']} after "
-          f"{best['elapsed_s']:.0f} s, {wall:.0f} s {'in this invocation' if args.resume else 'in all'}, peak RSS {res['peak_rss_mb']:.0f} MiB")
+          f"{best['elapsed_s']:.0f} s, {wall:.0f} s {span}, peak RSS {res['peak_rss_mb']:.0f} MiB")
     print(f"{'':<34}{'HR@10':>8}{'NDCG@10':>9}{'wall s':>8}")
     print(f"{'edgerec, sampled (100 neg.)':<34}{test['sampled']['all']['HR@10']:>8.4f}"
           f"{test['sampled']['all']['NDCG@10']:>9.4f}{best['elapsed_s']:>8.0f}")
