@@ -113,7 +113,15 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
         raise BundleError(f"{out}: exists and is not empty; choose a new directory for the bundle")
     model, payload = load_model(checkpoint)
     et_variants = opts.executorch_variants
+    item_ids = list(payload["item_ids"])
     if isinstance(model.item_embedding, TTEmbedding):
+        order = model.item_embedding.bake_row_order()
+        if order is not None:  # the program indexes items by grid row; renumber the vocabulary to match
+            baked = [""] * len(item_ids)
+            for old, row in enumerate(order.tolist()):
+                baked[row] = item_ids[old]
+            item_ids = baked
+            logger.info("student: item order baked into item_ids.txt (compress.row_order=random)")
         # A stateless program cannot keep a materialised table, so bundles score students factorised.
         model.item_embedding.scoring = "factorized"
         # int8 applies to dense tables and linear layers; a student has factorised fp32 cores instead
@@ -127,7 +135,7 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        atomic_write_text(tmp / "item_ids.txt", "\n".join(payload["item_ids"]) + "\n")
+        atomic_write_text(tmp / "item_ids.txt", "\n".join(item_ids) + "\n")
         patch = initial_patch(spec)
         write_patch(tmp / "patch_init.bin", list(patch))
         targets: dict[str, Any] = {}

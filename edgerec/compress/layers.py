@@ -16,7 +16,7 @@ from torch import nn
 
 from .tt import TTShape, decompose, expand_cores, param_shapes, tt_dense, tt_rows, tt_scores
 
-__all__ = ["TTEmbedding", "TTLinear", "Scoring", "scoring_macs"]
+__all__ = ["TTEmbedding", "TTLinear", "Scoring", "random_row_order", "scoring_macs"]
 
 Scoring = Literal["factorized", "dense"]
 
@@ -67,9 +67,18 @@ class TTEmbedding(_TTCores):
     ``"factorized"`` contracts the user vector with the cores (the table never exists),
     ``"dense"`` builds the table and multiplies (for inference, prefer
     :meth:`materialize`, which builds it once).
+
+    Item ``i`` is stored in row ``i`` of the tensor-train grid unless ``row_order`` is
+    given: a permutation of ``0..num_items`` with ``row_order[0] == 0`` (padding stays in
+    row 0) that puts item ``i`` in grid row ``row_order[i]``. Items whose grid rows share a
+    leading digit share a slice of the first core, so the order decides which items are
+    tied together (see :func:`random_row_order`). The order is a buffer in the state dict.
     """
 
-    def __init__(self, num_items: int, dim: int, shape: TTShape, scoring: Scoring = "factorized") -> None:
+    row_order: torch.Tensor | None
+
+    def __init__(self, num_items: int, dim: int, shape: TTShape, scoring: Scoring = "factorized",
+                 row_order: torch.Tensor | None = None) -> None:
         if shape.rows != num_items + 1 or shape.cols != dim:
             raise ValueError(
                 f"TT shape describes a {shape.rows} x {shape.cols} table; an item table of {num_items} items "
@@ -79,19 +88,37 @@ class TTEmbedding(_TTCores):
         self.num_items = num_items
         self.dim = dim
         self.scoring: Scoring = scoring
+        if row_order is None:
+            self.row_order = None
+        else:
+            _check_row_order(row_order, num_items)
+            self.register_buffer("row_order", row_order.to(torch.int64).clone())
 
     @classmethod
-    def from_dense(cls, table: torch.Tensor, shape: TTShape, scoring: Scoring = "factorized") -> "TTEmbedding":
+    def from_dense(cls, table: torch.Tensor, shape: TTShape, scoring: Scoring = "factorized",
+                   row_order: torch.Tensor | None = None) -> "TTEmbedding":
         """Fit the cores to a trained ``(num_items + 1, dim)`` table (TT-SVD / STP-SVD)."""
-        module = cls(table.shape[0] - 1, table.shape[1], shape, scoring)
+        module = cls(table.shape[0] - 1, table.shape[1], shape, scoring, row_order)
         module.load_from_dense(table)
         return module
 
+    def load_from_dense(self, matrix: torch.Tensor) -> None:
+        if self.row_order is not None:
+            grid = torch.empty_like(matrix)
+            grid[self.row_order] = matrix  # item i goes to grid row row_order[i]
+            matrix = grid
+        super().load_from_dense(matrix)
+
     def to_dense(self) -> torch.Tensor:
-        return tt_dense(self.plain_cores(), self.shape)[: self.num_items + 1]
+        grid = tt_dense(self.plain_cores(), self.shape)  # (padded_rows, dim)
+        if self.row_order is not None:
+            return grid[self.row_order]
+        return grid[: self.num_items + 1]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # ids: (...,) int64 -> (..., dim)
+        if self.row_order is not None:
+            ids = self.row_order[ids]
         return tt_rows(self.plain_cores(), ids, self.shape)
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
@@ -100,7 +127,11 @@ class TTEmbedding(_TTCores):
             return F.linear(h, self.to_dense()[1:])
         lead = h.shape[:-1]
         scores = tt_scores(h.reshape(-1, self.dim), self.plain_cores(), self.shape)  # (B, padded_rows)
-        return scores[:, 1 : self.num_items + 1].reshape(*lead, self.num_items)
+        if self.row_order is not None:
+            scores = scores.index_select(1, self.row_order[1:])  # (B, num_items), item order
+        else:
+            scores = scores[:, 1 : self.num_items + 1]
+        return scores.reshape(*lead, self.num_items)
 
     def materialize(self) -> nn.Module:
         """A dense table with the same rows, for inference that builds the table once."""
@@ -109,9 +140,24 @@ class TTEmbedding(_TTCores):
         with torch.no_grad():
             return DenseItemEmbedding.from_dense(self.to_dense().detach().clone())
 
+    def bake_row_order(self) -> torch.Tensor | None:
+        """Renumber the items so that item ``i`` lives in grid row ``i``; return the old order.
+
+        After this, model index ``j`` is the item the old ``row_order`` put in row ``j``:
+        the caller must renumber its vocabulary the same way (``new[order[i]] = old[i]``).
+        The exported program then needs no permutation (no buffer, no gather).
+        """
+        order = self.row_order
+        if order is not None:
+            del self.row_order  # drop the buffer
+            self.row_order = None
+        return order
+
     def extra_repr(self) -> str:
         s = self.shape
-        return f"items={self.num_items}, dim={self.dim}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
+        order = "" if self.row_order is None else ", row_order=permuted"
+        return (f"items={self.num_items}, dim={self.dim}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, "
+                f"t={s.t}{order}")
 
 
 class TTLinear(_TTCores):
@@ -163,3 +209,28 @@ class TTLinear(_TTCores):
     def extra_repr(self) -> str:
         s = self.shape
         return f"in={self.in_features}, out={self.out_features}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
+
+
+def random_row_order(num_items: int, seed: int) -> torch.Tensor:
+    """A seeded permutation for :class:`TTEmbedding`: padding in row 0, items shuffled.
+
+    Use it when item ids carry structure the cores should not tie together, such as ids
+    numbered in order of first appearance (neighbouring ids then tend to be clicked
+    together, and sharing a core slice favours them).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    items = torch.randperm(num_items, generator=gen, device="cpu") + 1
+    return torch.cat([torch.zeros(1, dtype=torch.int64, device="cpu"), items])
+
+
+def _check_row_order(order: torch.Tensor, num_items: int) -> None:
+    expected = (num_items + 1,)
+    if order.dim() != 1 or tuple(order.shape) != expected:
+        raise ValueError(f"row_order: expected shape {expected}, got {tuple(order.shape)}")
+    if order.dtype.is_floating_point or order.dtype == torch.bool:
+        raise ValueError(f"row_order: expected an integer tensor, got {order.dtype}")
+    if int(order[0]) != 0:
+        raise ValueError(f"row_order[0] must be 0 (the padding row), got {int(order[0])}")
+    if not torch.equal(torch.sort(order).values, torch.arange(num_items + 1, device=order.device)):
+        raise ValueError(f"row_order: expected a permutation of 0..{num_items}")
+

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..models.sasrec import SASRec, SASRecConfig, build_sasrec
-from .layers import TTEmbedding, TTLinear, scoring_macs
+from .layers import TTEmbedding, TTLinear, random_row_order, scoring_macs
 from .tt import TTShape, factorize
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,16 @@ class CompressionConfig:
     linear_share: float = 0.15  # share of the factorised budget spent on linear layers when ranks are chosen
     scoring: Literal["auto", "factorized", "dense"] = "auto"
     dropout: float | None = None  # the student's dropout and attention dropout; None: the teacher's
+    # Which TT grid row holds each item: "as_loaded" (row = item id) or "random" (a seeded shuffle,
+    # for ids whose numbering carries structure; see TTEmbedding). Bundles bake it into item_ids.txt.
+    row_order: Literal["as_loaded", "random"] = "as_loaded"
+    row_seed: int = 0
 
     def __post_init__(self) -> None:
+        check(self.row_order in ("as_loaded", "random"), "compress.row_order",
+              f"expected 'as_loaded' or 'random', got {self.row_order!r}")
+        check(self.method != "dense" or self.row_order == "as_loaded", "compress.row_order",
+              "applies to factorised item tables; method 'dense' has none")
         if self.dropout is not None:
             check(0.0 <= self.dropout < 1.0, "compress.dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.ratio >= 1.0, "compress.ratio", f"must be >= 1, got {self.ratio}")
@@ -86,6 +94,8 @@ class StudentPlan:
     scoring: str = "factorized"
     params: int = 0
     teacher_params: int = 0
+    row_order: str = "as_loaded"  # see CompressionConfig.row_order
+    row_seed: int = 0
 
     @property
     def ratio(self) -> float:
@@ -227,7 +237,7 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
         scoring = "factorized" if fact <= dense else "dense"
     linears = {k: dataclasses.asdict(v) for k, v in lin_shapes(lin_rank).items()} if comp.linears else {}
     plan = StudentPlan(comp.method, config_to_dict(teacher), dataclasses.asdict(emb), linears, scoring,
-                       teacher_params=teacher_params)
+                       teacher_params=teacher_params, row_order=comp.row_order, row_seed=comp.row_seed)
     plan.params = count_params(build_student(plan, num_items, device="meta"))
     logger.info("student plan: %s table %s x %s ranks %s (t=%d), linear rank %d -> %d params, ratio %.1f",
                 comp.method, emb.row_factors, emb.col_factors, emb.ranks, t, lin_rank, plan.params, plan.ratio)
@@ -242,7 +252,8 @@ def build_student(plan: StudentPlan, num_items: int, device: str | None = None) 
             return build_sasrec(cfg, num_items)
         emb_shape = plan.embedding_shape()
         assert emb_shape is not None
-        table = TTEmbedding(num_items, cfg.dim, emb_shape, scoring=plan.scoring)  # type: ignore[arg-type]
+        order = random_row_order(num_items, plan.row_seed) if plan.row_order == "random" else None
+        table = TTEmbedding(num_items, cfg.dim, emb_shape, scoring=plan.scoring, row_order=order)  # type: ignore[arg-type]
 
         def linear(fan_in: int, fan_out: int) -> nn.Module:
             shape = plan.linear_shape(fan_in, fan_out)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointError, atomic_write_json, save_checkpoint
 from ..compress.distill import DistillConfig, DistillHeads, distill_losses
+from ..compress.layers import TTEmbedding
 from ..compress.student import CompressionConfig, build_student, init_from_teacher, plan_student
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
@@ -167,7 +168,7 @@ def compress_teacher(
         "parameters": plan.params,
         "teacher_parameters": plan.teacher_params,
         "ratio": plan.ratio,
-        "weights_bytes": weights_bytes(student),
+        "weights_bytes": weights_bytes(student) - _row_order_bytes(student),  # as bundled (order baked into ids)
         "teacher_weights_bytes": weights_bytes(teacher),
         "scoring": plan.scoring,
         "init_relative_error": init_errors,
@@ -194,3 +195,10 @@ def compress_teacher(
     atomic_write_json(run.path / "results.json", results)
     logger.info("student test (ratio %.1f, best epoch %d):\n%s", plan.ratio, stopper.best_epoch, format_results(test))
     return results
+
+
+def _row_order_bytes(student: torch.nn.Module) -> int:
+    """Bytes of a shuffled table's row order, which bundles bake into ``item_ids.txt``."""
+    table = getattr(student, "item_embedding", None)
+    order = table.row_order if isinstance(table, TTEmbedding) else None
+    return 0 if order is None else order.numel() * order.element_size()

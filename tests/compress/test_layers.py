@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgerec.compress.layers import TTEmbedding, TTLinear, scoring_macs
+from edgerec.compress.layers import TTEmbedding, TTLinear, random_row_order, scoring_macs
 from edgerec.compress.tt import TTShape
 
 
@@ -67,3 +67,65 @@ def test_scoring_macs():
 def test_embedding_shape_must_match_the_table():
     with pytest.raises(ValueError, match="31 x 8 table; an item table of 40 items"):
         TTEmbedding(40, 8, table_shape())
+
+
+@pytest.mark.parametrize("scoring", ["factorized", "dense"])
+def test_row_order_puts_item_i_in_grid_row_order_i(scoring):
+    torch.manual_seed(0)
+    order = random_row_order(30, seed=3)
+    plain = TTEmbedding(30, 8, table_shape())
+    shuffled = TTEmbedding(30, 8, table_shape(), scoring=scoring, row_order=order)
+    shuffled.load_state_dict(plain.state_dict() | {"row_order": order})  # same cores, items moved
+    grid = plain.to_dense()
+    table = shuffled.to_dense()
+    torch.testing.assert_close(table, grid[order])
+    assert torch.equal(table[0], grid[0])  # padding stays in row 0
+    ids = torch.tensor([[0, 5, 30], [12, 1, 29]])
+    torch.testing.assert_close(shuffled(ids), table[ids])
+    h = torch.randn(2, 3, 8)
+    torch.testing.assert_close(shuffled.score(h), h @ table[1:].T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shuffled.materialize().score(h), shuffled.score(h), rtol=1e-5, atol=1e-5)
+
+
+def test_from_dense_fits_structure_that_only_the_right_order_reveals():
+    torch.manual_seed(1)
+    shape = TTShape(rows=32, cols=8, row_factors=(4, 8), col_factors=(2, 4), ranks=(2,), t=1)  # no padded rows
+    order = random_row_order(31, seed=5)
+    with torch.no_grad():
+        low_rank = TTEmbedding(31, 8, shape, row_order=order).to_dense()  # TT rank 2 in grid order
+    exact = TTEmbedding.from_dense(low_rank, shape, row_order=order)
+    naive = TTEmbedding.from_dense(low_rank, shape)
+    err = lambda m: float((m.to_dense().detach() - low_rank).norm() / low_rank.norm())  # noqa: E731
+    assert err(exact) < 1e-4
+    assert err(naive) > 0.1
+
+
+def test_bake_row_order_renumbers_items_and_drops_the_buffer():
+    order = random_row_order(30, seed=2)
+    emb = TTEmbedding(30, 8, table_shape(), row_order=order)
+    ids = torch.tensor([3, 17, 30])
+    before = emb(ids)
+    h = torch.randn(1, 8)
+    scores_before = emb.score(h)
+    assert torch.equal(emb.bake_row_order(), order)
+    assert emb.row_order is None and "row_order" not in emb.state_dict()
+    torch.testing.assert_close(emb(order[ids]), before)  # new index of item i is order[i]
+    torch.testing.assert_close(emb.score(h)[:, order[1:] - 1], scores_before)
+    assert emb.bake_row_order() is None
+
+
+@pytest.mark.parametrize("order, message", [
+    (torch.arange(30), r"expected shape \(31,\), got \(30,\)"),
+    (torch.arange(31).float(), "expected an integer tensor"),
+    (torch.cat([torch.tensor([1, 0]), torch.arange(2, 31)]), r"row_order\[0\] must be 0"),
+    (torch.cat([torch.tensor([0, 1, 1]), torch.arange(3, 31)]), "expected a permutation of 0..30"),
+])
+def test_row_order_is_validated(order, message):
+    with pytest.raises(ValueError, match=message):
+        TTEmbedding(30, 8, table_shape(), row_order=order)
+
+
+def test_random_row_order_is_seeded():
+    a, b = random_row_order(30, 7), random_row_order(30, 7)
+    assert torch.equal(a, b) and a[0] == 0 and not torch.equal(a, torch.arange(31))
+    assert not torch.equal(a, random_row_order(30, 8))

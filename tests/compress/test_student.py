@@ -56,6 +56,10 @@ def test_bad_compression_configs(comp, message):
         CompressionConfig(embedding_rank=-1)
     with pytest.raises(ConfigError, match="compress.ratio"):
         CompressionConfig(ratio=0.5)
+    with pytest.raises(ConfigError, match="compress.row_order: expected 'as_loaded' or 'random', got 'popular'"):
+        CompressionConfig(row_order="popular")
+    with pytest.raises(ConfigError, match="compress.row_order: applies to factorised item tables"):
+        CompressionConfig(method="dense", row_order="random")
 
 
 def test_student_dropout_overrides_the_teachers_without_changing_shapes():
@@ -83,3 +87,27 @@ def test_init_from_teacher_is_exact_at_full_rank_and_close_at_low_rank():
     # non-factorised weights are copied exactly
     torch.testing.assert_close(low.position, t.position)
     torch.testing.assert_close(low.blocks[0].ln1.weight, t.blocks[0].ln1.weight)
+
+
+def test_shuffled_rows_are_planned_built_fitted_and_rebuilt_alike():
+    from dataclasses import asdict
+
+    from edgerec.compress.student import build_student_from_config
+
+    t = teacher(pooling="attention")
+    cfg = tiny_model_config(dim=16, pooling="attention")
+    plan = plan_student(cfg, N, CompressionConfig(method="tt", ratio=1, embedding_rank=80, linear_rank=16,
+                                                  row_order="random", row_seed=4))
+    assert (plan.row_order, plan.row_seed) == ("random", 4)
+    student = build_student(plan, N)
+    assert count_params(student) == plan.params  # the order is a buffer, not a parameter
+    order = student.item_embedding.row_order
+    assert order is not None and not torch.equal(order, torch.arange(N + 1))
+    errors = init_from_teacher(student, t)  # full rank: exact whatever the order
+    assert errors["item_embedding"] < 1e-4
+    seq = torch.randint(1, N + 1, (4, 12))
+    torch.testing.assert_close(student.eval().predict(seq), t.predict(seq), rtol=1e-3, atol=1e-3)
+    again = build_student_from_config({"plan": asdict(plan)}, N)
+    again.load_state_dict(student.state_dict())
+    assert torch.equal(again.item_embedding.row_order, order)
+    torch.testing.assert_close(again.eval().predict(seq), student.predict(seq))

@@ -136,14 +136,35 @@ def test_student_bundle_is_fp32_factorised(tmp_path, student):
     assert torch.equal(ids, Recommend(student, 10)(hist, *initial_patch(PatchSpec(16, 2)))[0])
 
 
-def _plan_dict(student):
+def _plan_dict(student, **comp):
     from dataclasses import asdict
 
     from edgerec.compress.student import CompressionConfig, plan_student
     from tests.conftest import tiny_model_config
 
     return asdict(plan_student(tiny_model_config(dim=16, blocks=2, max_len=10, pooling="attention"), N_ITEMS,
-                               CompressionConfig(ratio=3)))
+                               CompressionConfig(ratio=3, **comp)))
+
+
+def test_student_with_shuffled_rows_bakes_the_order_into_item_ids(tmp_path, teacher):
+    from edgerec.compress.student import StudentPlan, build_student, init_from_teacher
+
+    plan = _plan_dict(None, row_order="random", row_seed=1)
+    student = build_student(StudentPlan(**plan), N_ITEMS)
+    init_from_teacher(student, teacher)
+    student.eval()
+    order = student.item_embedding.row_order
+    ckpt = save_model_checkpoint(tmp_path / "student.pt", student, "student", {"plan": plan})
+    path = write_bundle(ckpt, tmp_path / "sb", ExportOptions(targets=("executorch",), k=10, patch_rank=2,
+                                                              training_program=False))
+    app = OnDeviceRecommender(Bundle.open(path))
+    raw = [f"sku{i}" for i in (5, 77, 3, 250, 18)]
+    assert app.ids[order[5]] == "sku5" and app.ids[0] == "<pad>"  # item i now has model index order[i]
+    got = [name for name, _ in app.recommend(raw)]
+    hist = torch.zeros(1, 10, dtype=torch.int64)
+    hist[0, -5:] = torch.tensor([5, 77, 3, 250, 18])
+    top, _ = Recommend(student, 10)(hist, *initial_patch(PatchSpec(16, 2)))  # eager, original numbering
+    assert got == [f"sku{i}" for i in top[0].tolist()]
 
 
 def test_export_refuses_a_non_empty_directory(tmp_path, teacher_bundle):
