@@ -96,7 +96,7 @@ def row(label: str, res: dict, latency: dict[str, float]) -> dict:
         "weights_bytes": res["weights_bytes"],
         "ratio": res.get("ratio", 1.0),
         "metrics": {g: {f"{m}@{k}": full[g][f"{m}@{k}"] for m in ("HR", "NDCG", "MRR") for k in KS}
-                    for g in ("all", "tail", "head")},
+                    for g in ("all", "tail", "head", "repeat", "new") if g in full},
         "sampled_NDCG@10": res["test"]["sampled"]["all"]["NDCG@10"],
         "latency_ms": latency,
         "best_epoch": res["best_epoch"],

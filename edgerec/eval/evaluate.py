@@ -14,7 +14,9 @@ several times higher than full-ranking ones and never compare with them.
 Both protocols come from one scoring pass. Breakdowns: ``head``/``tail`` by the
 target's training popularity (head = top ``head_fraction`` of items), and
 ``short``/``long`` by history length (short = the shortest ``short_fraction`` of
-samples; the length threshold is reported).
+samples; the length threshold is reported), and ``repeat``/``new`` by whether the
+target already occurs in the evaluated history (common in sessions, where a model can
+score well by re-ranking what was just clicked).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["EvalConfig", "Evaluator", "head_items", "format_results"]
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # (B, W) int64 -> (B, num_items)
-GROUPS = ("all", "head", "tail", "short", "long")
+GROUPS = ("all", "head", "tail", "short", "long", "repeat", "new")
 
 
 @dataclass
@@ -100,8 +102,11 @@ class Evaluator:
         self.head = head_items(counts, cfg.head_fraction)
         lengths = split.lengths()
         self.short_threshold = int(np.quantile(lengths, cfg.short_fraction, method="lower")) if n else 0
+        repeat = np.array([bool(np.any(h == t)) for h, t in zip(split.histories, split.targets)], dtype=bool)
         self.groups = {
             "all": np.ones(n, dtype=bool),
+            "repeat": repeat,
+            "new": ~repeat,
             "head": self.head[split.targets],
             "tail": ~self.head[split.targets],
             "short": lengths <= self.short_threshold,

@@ -52,8 +52,19 @@ def test_history_masking_and_groups():
     assert not Evaluator(toy_dataset("sessions"), ds.test, 4, EvalConfig(negatives=2)).mask_history
     # head = top 20% of 8 items = 2 items by training count: item 1 (5) and item 2 (1, lowest tied id)
     res = masked(by_id)
-    assert res["counts"] == {"all": 3, "head": 0, "tail": 3, "short": 1, "long": 2}
+    assert res["counts"] == {"all": 3, "head": 0, "tail": 3, "short": 1, "long": 2, "repeat": 0, "new": 3}
     assert res["short_max_history"] == 1
+
+
+def test_repeat_targets_are_a_group_of_their_own():
+    ds = toy_dataset("sessions")
+    split = EvalSplit([np.array([2, 3]), np.array([5, 8, 7]), np.array([1])], np.array([4, 8, 1]))
+    ev = Evaluator(ds, split, 4, EvalConfig(negatives=2))
+    res = ev(lambda b: torch.arange(8, 0, -1, dtype=torch.float32).expand(b.shape[0], 8))  # item 1 > 2 > ... > 8
+    assert res["counts"]["repeat"] == 2 and res["counts"]["new"] == 1
+    # unmasked ranks: target 4 -> 4, target 8 -> 8, target 1 -> 1
+    assert res["full"]["repeat"]["MRR@10"] == pytest.approx((1 / 8 + 1) / 2)
+    assert res["full"]["new"]["MRR@10"] == pytest.approx(1 / 4)
 
 
 def test_sampled_negatives_avoid_history_and_target():
