@@ -5,7 +5,9 @@ first-core slice ``v // I_2``: items in the same block of ``I_2`` consecutive ro
 parameters. This prints, per dataset, how often two items clicked one after the other
 fall in the same block, against two baselines: two independent clicks (the popularity-
 weighted chance, computed exactly from the block masses) and a uniform block (``1 / I_1``),
-for the ids as loaded and shuffled as ``compress.row_order=random`` shuffles them. It
+for the ids as loaded, shuffled (``compress.row_order=random``) and grouped by successive
+clicks (``compress.row_order=cooccurrence``, built from the training split, so its training
+columns are in-sample and the test columns are the fair comparison). It
 also gives, for test targets that differ from their history's last item, the share in
 that item's block.
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.layers import random_row_order
+from edgerec.compress.ordering import cooccurrence_row_order, same_block_rate
 from edgerec.compress.tt import factorize
 from edgerec.data import DataConfig, SequenceDataset, load_dataset
 
@@ -33,12 +36,6 @@ def block_stats(data: SequenceDataset, order: np.ndarray, cores: int = 2) -> dic
     factors = factorize(data.num_items + 1, cores)
     width = int(np.prod(factors[1:]))  # grid rows per first-core slice
     block = order // width  # (num_items + 1,) first-core slice of every item
-    same = pairs = 0
-    for seq in data.train:
-        a, b = seq[:-1], seq[1:]
-        distinct = a != b
-        pairs += int(distinct.sum())
-        same += int((block[a[distinct]] == block[b[distinct]]).sum())
     counts = data.item_counts.astype(np.float64)
     counts[0] = 0.0
     mass = np.bincount(block, weights=counts, minlength=factors[0]) / counts.sum()
@@ -46,7 +43,7 @@ def block_stats(data: SequenceDataset, order: np.ndarray, cores: int = 2) -> dic
     moved = data.test.targets != last  # a repeat of the last item shares its block trivially
     return {
         "row_factors": list(factors),
-        "consecutive_same_block": same / max(pairs, 1),
+        "consecutive_same_block": same_block_rate(data.train, order, width),
         "independent_clicks_same_block": float(np.square(mass).sum()),
         "uniform_same_block": 1.0 / factors[0],
         "test_target_repeats_last_item": float(np.mean(~moved)),
@@ -68,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(DataConfig(source=source, short_users="drop"))
         as_loaded = np.arange(data.num_items + 1)
         shuffled = random_row_order(data.num_items, args.seed).numpy()
-        for name, order in (("as_loaded", as_loaded), ("random", shuffled)):
+        width = int(np.prod(factorize(data.num_items + 1, 2)[1:]))
+        grouped = cooccurrence_row_order(data.train, data.num_items, width).numpy()
+        for name, order in (("as_loaded", as_loaded), ("random", shuffled), ("cooccurrence", grouped)):
             rows.append({"data": Path(source).name, "items": data.num_items, "row_order": name,
                          **block_stats(data, order)})
 

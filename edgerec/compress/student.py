@@ -45,6 +45,9 @@ class RatioUnreachable(ConfigError):
     """No student of the requested method and layout is as small as ``compress.ratio`` asks."""
 
 
+ROW_ORDERS = ("as_loaded", "random", "cooccurrence")
+
+
 @dataclass
 class CompressionConfig:
     method: Literal["stp", "tt", "dense"] = "stp"  # STP-TT, plain TT, or a smaller dense SASRec
@@ -58,14 +61,15 @@ class CompressionConfig:
     linear_share: float = 0.15  # share of the factorised budget spent on linear layers when ranks are chosen
     scoring: Literal["auto", "factorized", "dense"] = "auto"
     dropout: float | None = None  # the student's dropout and attention dropout; None: the teacher's
-    # Which TT grid row holds each item: "as_loaded" (row = item id) or "random" (a seeded shuffle,
-    # for ids whose numbering carries structure; see TTEmbedding). Bundles bake it into item_ids.txt.
-    row_order: Literal["as_loaded", "random"] = "as_loaded"
-    row_seed: int = 0
+    # Which TT grid row holds each item (see TTEmbedding): "as_loaded" (row = item id), "random" (a
+    # seeded shuffle), or "cooccurrence" (items clicked one after the other share first-core blocks;
+    # computed from the training data). Bundles bake it into item_ids.txt.
+    row_order: Literal["as_loaded", "random", "cooccurrence"] = "as_loaded"
+    row_seed: int = 0  # "random" only
 
     def __post_init__(self) -> None:
-        check(self.row_order in ("as_loaded", "random"), "compress.row_order",
-              f"expected 'as_loaded' or 'random', got {self.row_order!r}")
+        check(self.row_order in ROW_ORDERS, "compress.row_order",
+              f"expected one of {', '.join(repr(o) for o in ROW_ORDERS)}, got {self.row_order!r}")
         check(self.method != "dense" or self.row_order == "as_loaded", "compress.row_order",
               "applies to factorised item tables; method 'dense' has none")
         if self.dropout is not None:
@@ -107,6 +111,13 @@ class StudentPlan:
 
     def embedding_shape(self) -> TTShape | None:
         return None if self.embedding is None else _shape(self.embedding)
+
+    def block_rows(self) -> int:
+        """Grid rows that share one slice of the table's first core."""
+        shape = self.embedding_shape()
+        if shape is None:
+            raise ConfigError("a dense student has no factorised item table")
+        return math.prod(shape.row_factors[1:])
 
     def linear_shape(self, fan_in: int, fan_out: int) -> TTShape | None:
         spec = self.linears.get(f"{fan_in}x{fan_out}")
@@ -244,15 +255,27 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
     return plan
 
 
-def build_student(plan: StudentPlan, num_items: int, device: str | None = None) -> SASRec:
-    """Build the student skeleton the plan describes (random cores; see :func:`init_from_teacher`)."""
+def build_student(plan: StudentPlan, num_items: int, device: str | None = None,
+                  row_order: torch.Tensor | None = None) -> SASRec:
+    """Build the student skeleton the plan describes (random cores; see :func:`init_from_teacher`).
+
+    ``row_order`` is the item order of a ``"cooccurrence"`` plan (from
+    :func:`~edgerec.compress.ordering.cooccurrence_row_order`); without it the table gets
+    a placeholder that a checkpoint's state dict replaces.
+    """
     cfg = plan.sasrec
+    if row_order is not None and plan.row_order != "cooccurrence":
+        raise ConfigError(f"a row_order tensor is for compress.row_order='cooccurrence'; this plan's is {plan.row_order!r}")
     with torch.device(device or "cpu"):
         if plan.method == "dense":
             return build_sasrec(cfg, num_items)
         emb_shape = plan.embedding_shape()
         assert emb_shape is not None
-        order = random_row_order(num_items, plan.row_seed) if plan.row_order == "random" else None
+        order = row_order
+        if plan.row_order == "random":
+            order = random_row_order(num_items, plan.row_seed)
+        elif plan.row_order == "cooccurrence" and order is None:
+            order = torch.arange(num_items + 1, device="cpu")  # placeholder: load_state_dict sets the order
         table = TTEmbedding(num_items, cfg.dim, emb_shape, scoring=plan.scoring, row_order=order)  # type: ignore[arg-type]
 
         def linear(fan_in: int, fan_out: int) -> nn.Module:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import CheckpointError, atomic_write_json, save_checkpoint
 from ..compress.distill import DistillConfig, DistillHeads, distill_losses
 from ..compress.layers import TTEmbedding
+from ..compress.ordering import cooccurrence_row_order
 from ..compress.student import CompressionConfig, build_student, init_from_teacher, plan_student
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
@@ -99,7 +100,10 @@ def compress_teacher(
     run = RunDir(out_dir, cfg_dict, resume=resume)
 
     torch.manual_seed(cfg.train.seed)
-    student = build_student(plan, data.num_items)
+    order = None
+    if plan.row_order == "cooccurrence":
+        order = cooccurrence_row_order(data.train, data.num_items, plan.block_rows())
+    student = build_student(plan, data.num_items, row_order=order)
     init_errors = init_from_teacher(student, teacher) if plan.method != "dense" else {}
     heads = DistillHeads(plan.sasrec.dim) if cfg.distill.needs_heads else None
     modules: dict[str, torch.nn.Module] = {"student": student} | ({"heads": heads} if heads is not None else {})

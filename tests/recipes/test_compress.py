@@ -50,13 +50,13 @@ def test_baselines_train_without_distillation(tmp_path, teacher_ckpt, tiny_datas
 
 
 @pytest.mark.slow
-def test_shuffled_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset):
-    cfg = student_cfg("compress.row_order=random", "compress.row_seed=3",
-                      *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
+@pytest.mark.parametrize("order", ["compress.row_order=random", "compress.row_order=cooccurrence"])
+def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, order):
+    cfg = student_cfg(order, "compress.row_seed=3", *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
     res = compress_teacher(teacher_ckpt, cfg, tmp_path, progress=False, dataset=tiny_dataset)
     assert res["weights_bytes"] == 4 * res["parameters"]  # the order is baked into the ids when bundled
     model, payload = load_model(tmp_path / "model.pt")
-    assert payload["config"]["plan"]["row_order"] == "random"
+    assert payload["config"]["plan"]["row_order"] == order.split("=")[1]
     order = model.item_embedding.row_order
     assert order is not None and not torch.equal(order, torch.arange(len(order)))
     again = Evaluator(tiny_dataset, tiny_dataset.test, model.max_len)(model.predict)
