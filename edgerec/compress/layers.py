@@ -72,7 +72,8 @@ class TTEmbedding(_TTCores):
     given: a permutation of ``0..num_items`` with ``row_order[0] == 0`` (padding stays in
     row 0) that puts item ``i`` in grid row ``row_order[i]``. Items whose grid rows share a
     leading digit share a slice of the first core, so the order decides which items are
-    tied together (see :func:`random_row_order`). The order is a buffer in the state dict.
+    tied together (see :func:`random_row_order` and :mod:`edgerec.compress.ordering`).
+    The order is a buffer in the state dict.
     """
 
     row_order: torch.Tensor | None
@@ -214,9 +215,9 @@ class TTLinear(_TTCores):
 def random_row_order(num_items: int, seed: int) -> torch.Tensor:
     """A seeded permutation for :class:`TTEmbedding`: padding in row 0, items shuffled.
 
-    Use it when item ids carry structure the cores should not tie together, such as ids
-    numbered in order of first appearance (neighbouring ids then tend to be clicked
-    together, and sharing a core slice favours them).
+    A control: it removes whatever the id numbering tells the table (ids numbered in order
+    of first appearance put items clicked together in neighbouring rows). For an order
+    that groups such items on purpose, see :mod:`edgerec.compress.ordering`.
     """
     gen = torch.Generator().manual_seed(seed)
     items = torch.randperm(num_items, generator=gen, device="cpu") + 1

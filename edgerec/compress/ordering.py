@@ -77,7 +77,8 @@ def cooccurrence_row_order(sequences: Sequence[np.ndarray], num_items: int, widt
                 item = int(by_count[next_seed])
             placed[item] = True
             rows.append(item)
-            for nb, w in zip(nbrs[indptr[item]:indptr[item + 1]].tolist(), weights[indptr[item]:indptr[item + 1]].tolist()):
+            lo, hi = indptr[item], indptr[item + 1]
+            for nb, w in zip(nbrs[lo:hi].tolist(), weights[lo:hi].tolist()):
                 if not placed[nb]:
                     score[nb] = score.get(nb, 0.0) + w
                     heapq.heappush(heap, (-score[nb], nb))
