@@ -121,7 +121,8 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
             for old, row in enumerate(order.tolist()):
                 baked[row] = item_ids[old]
             item_ids = baked
-            logger.info("student: item order baked into item_ids.txt (compress.row_order=random)")
+            logger.info("student: item order baked into item_ids.txt (compress.row_order=%s)",
+                        payload["config"].get("plan", {}).get("row_order", "?"))
         # A stateless program cannot keep a materialised table, so bundles score students factorised.
         model.item_embedding.scoring = "factorized"
         # int8 applies to dense tables and linear layers; a student has factorised fp32 cores instead

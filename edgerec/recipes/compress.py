@@ -202,7 +202,7 @@ def compress_teacher(
 
 
 def _row_order_bytes(student: torch.nn.Module) -> int:
-    """Bytes of a shuffled table's row order, which bundles bake into ``item_ids.txt``."""
-    table = getattr(student, "item_embedding", None)
+    """Bytes of a reordered table's row order, which bundles bake into ``item_ids.txt``."""
+    table = student.item_embedding
     order = table.row_order if isinstance(table, TTEmbedding) else None
     return 0 if order is None else order.numel() * order.element_size()
