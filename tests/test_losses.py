@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from edgerec.config import ConfigError
-from edgerec.losses import bce_loss, cross_entropy_loss, next_item_loss, sampled_cross_entropy_loss
+from edgerec.losses import (bce_loss, cross_entropy_loss, draw_unseen, next_item_loss, sampled_cross_entropy_loss,
+                            window_items)
 from edgerec.models import build_sasrec
 from edgerec.recipes.train import TrainConfig
 from tests.conftest import tiny_model_config
@@ -106,6 +107,56 @@ def test_sampled_ce_trains_through_next_item_loss(model_and_batch):
     assert torch.isfinite(loss) and model.item_embedding.weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="train.negatives"):
         TrainConfig(loss="sampled_ce", negatives=0)
+
+
+def test_unseen_negatives_avoid_the_window_and_stay_uniform_over_the_rest():
+    seen = torch.tensor([[0, 1, 2, 3, 0, 2, 3, 4], [5, 6, 7, 8, 6, 7, 8, 9]])  # (B=2, 2W=8)
+    neg = draw_unseen(seen, 10, negatives=500, generator=torch.Generator().manual_seed(0))
+    assert neg.shape == (2, 4, 500)
+    for row, allowed in enumerate([{5, 6, 7, 8, 9, 10}, {1, 2, 3, 4, 10}]):
+        drawn = neg[row].flatten()
+        assert set(drawn.tolist()) == allowed
+        counts = torch.bincount(drawn, minlength=11)[sorted(allowed)].float()
+        # 2,000 draws over 5-6 items: every count within 25% of uniform
+        assert (counts / counts.mean() - 1).abs().max() < 0.25
+    with pytest.raises(ValueError, match="covers all 4 items"):
+        draw_unseen(torch.tensor([[1, 2, 3, 4]]), 4, 1)
+
+
+def test_exclude_seen_changes_only_the_colliding_negatives(model_and_batch):
+    model, inp, tgt = model_and_batch
+    rep = model(inp)
+    seen = window_items(inp, tgt)
+    g = torch.Generator().manual_seed(1)
+    neg = draw_unseen(seen, model.num_items, 3, generator=g)
+    emb = model.item_embedding.weight
+    terms = []
+    for b in range(2):
+        for t in range(5):
+            if tgt[b, t] == 0:
+                continue
+            assert not set(neg[b, t].tolist()) & set(seen[b].tolist())
+            h = rep[b, t]
+            terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
+    got = bce_loss(model, rep, tgt, negatives=3, generator=torch.Generator().manual_seed(1), seen=seen)
+    assert got.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    # sampled_ce: a shared draw that is in a row's window is masked for that row only
+    got = sampled_cross_entropy_loss(model, rep, tgt, 12, generator=torch.Generator().manual_seed(6), seen=seen)
+    shared = torch.randint(1, model.num_items + 1, (12,), generator=torch.Generator().manual_seed(6)).tolist()
+    nll, masked = [], 0
+    for b in range(2):
+        for t in range(5):
+            target = int(tgt[b, t])
+            if target == 0:
+                continue
+            cand = [target] + [n for n in shared if n != target and n not in seen[b].tolist()]
+            masked += sum(n != target and n in seen[b].tolist() for n in shared)
+            logits = emb[cand] @ rep[b, t]
+            nll.append(torch.logsumexp(logits, 0) - logits[0])
+    assert masked > 0  # draws in the window other than the position's target are exercised
+    assert got.item() == pytest.approx(torch.stack(nll).mean().item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="train.exclude_seen_negatives"):
+        TrainConfig(loss="ce", exclude_seen_negatives=True)
 
 
 def test_unknown_loss_is_rejected(model_and_batch):

@@ -78,10 +78,15 @@ class SASRecConfig:
     max_len: int = 50
     pooling: Literal["last", "attention"] = "last"
     # "post": LayerNorm after each residual; "pre": before each sublayer; "sasrec": the block of
-    # the SASRec authors' code (see SASRecBlock)
-    norm: Literal["post", "pre", "sasrec"] = "post"
+    # the SASRec authors' code (see SASRecBlock); "post_port": the default block of the public
+    # PyTorch SASRec port (see PortPostNormBlock)
+    norm: Literal["post", "pre", "sasrec", "post_port"] = "post"
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-8
+    # False: padding is masked out of the attention. True: every window is left-padded to
+    # max_len and padding slots stay in the attention as keys (as the PyTorch SASRec port
+    # runs): their shared, learned state acts as a "nothing relevant" sink for short histories
+    attend_padding: bool = False
 
     def __post_init__(self) -> None:
         check(self.dim >= 1, "model.dim", f"must be >= 1, got {self.dim}")
@@ -231,7 +236,22 @@ class SASRecBlock(PostNormBlock):
         return y + self.dropout(self.ffn(y))
 
 
-BLOCKS = {"post": PostNormBlock, "pre": PreNormBlock, "sasrec": SASRecBlock}
+class PortPostNormBlock(PostNormBlock):
+    """The default (post-norm) block of the public PyTorch SASRec port.
+
+    ``LN(x + attn(x))`` then ``LN(x + drop(fc2(drop(act(fc1(x))))))``: dropout on the
+    attention weights and inside the feed-forward sublayer, none on the attention output.
+    """
+
+    ffn_hidden_dropout = True
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x: (B, W, dim); allowed: (B, 1, W, W) -> (B, W, dim)
+        x = self.ln1(x + self.attn(x, allowed))
+        return self.ln2(x + self.dropout(self.ffn(x)))
+
+
+BLOCKS = {"post": PostNormBlock, "pre": PreNormBlock, "sasrec": SASRecBlock, "post_port": PortPostNormBlock}
 NORMS = tuple(BLOCKS)
 
 
@@ -292,8 +312,10 @@ class SASRec(nn.Module):
         max_len: int,
         dropout: float,
         layer_norm_eps: float = 1e-8,
+        attend_padding: bool = False,
     ) -> None:
         super().__init__()
+        self.attend_padding = attend_padding
         self.item_embedding = item_embedding
         self.num_items: int = item_embedding.num_items
         self.dim: int = item_embedding.dim
@@ -311,11 +333,22 @@ class SASRec(nn.Module):
 
         seq: (B, W) int64, left-padded, W <= max_len -> h: (B, W, dim), valid: (B, W) bool
         """
+        w_in = seq.shape[1]
+        if self.attend_padding and w_in < self.max_len:
+            # the output must not depend on how much padding the caller sent: pad to max_len
+            seq = F.pad(seq, (self.max_len - w_in, 0))  # (B, max_len)
         w = seq.shape[1]
         valid = seq != 0  # (B, W)
         x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
-        x = self.dropout(x) * valid.unsqueeze(-1)
+        x = self.dropout(x) * valid.unsqueeze(-1)  # padding enters as zeros
         causal = torch.ones(w, w, dtype=torch.bool, device=seq.device).tril()  # (W, W)
+        if self.attend_padding:
+            # Query i attends every key j <= i, padding slots included; those carry one shared
+            # state per block (zero input, no position), a learned sink.
+            allowed = causal.view(1, 1, w, w)
+            for block in self.blocks:
+                x = block(x, allowed)
+            return self.final_ln(x)[:, w - w_in:], valid[:, w - w_in:]
         eye = torch.eye(w, dtype=torch.bool, device=seq.device)
         # Query i attends valid keys j <= i; every query keeps itself so no row is empty.
         allowed = torch.logical_and(causal, torch.logical_or(valid.unsqueeze(1), eye)).unsqueeze(1)  # (B, 1, W, W)
@@ -382,6 +415,6 @@ def build_sasrec(
     block = BLOCKS[cfg.norm]
     blocks = nn.ModuleList(block(cfg, linear) for _ in range(cfg.blocks))
     pooling = AttentionPooling(cfg.dim, linear) if cfg.pooling == "attention" else LastPooling()
-    model = SASRec(item_embedding, blocks, pooling, cfg.max_len, cfg.dropout, cfg.layer_norm_eps)
+    model = SASRec(item_embedding, blocks, pooling, cfg.max_len, cfg.dropout, cfg.layer_norm_eps, cfg.attend_padding)
     init_dense_weights(model)
     return model

@@ -51,6 +51,8 @@ class TrainConfig:
     # loss=sampled_ce (default 128); None takes the loss's default
     negatives: int | None = None
     negative_reduction: Literal["sum", "mean"] = "sum"  # loss=bce: sum or average the negatives' losses
+    # keep each training window's own items out of its negatives (the SASRec reference's sampler)
+    exclude_seen_negatives: bool = False
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -69,6 +71,8 @@ class TrainConfig:
         check(self.negative_reduction in NEGATIVE_REDUCTIONS, "train.negative_reduction",
               f"must be one of {list(NEGATIVE_REDUCTIONS)}, got {self.negative_reduction!r}")
         check(self.negatives is None or self.negatives >= 1, "train.negatives", f"must be >= 1, got {self.negatives}")
+        check(not self.exclude_seen_negatives or self.loss != "ce", "train.exclude_seen_negatives",
+              "needs a sampled loss (bce or sampled_ce); loss=ce has no negatives")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         full = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
         valid = full | {f"sampled_{m}" for m in full}
@@ -139,7 +143,8 @@ def train_teacher(
         for inp, tgt in tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                              disable=not progress):
             loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives,
-                                  reduction=cfg.train.negative_reduction)
+                                  reduction=cfg.train.negative_reduction,
+                                  exclude_seen=cfg.train.exclude_seen_negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from edgerec.models import AttentionPooling, DenseItemEmbedding, SASRecConfig, build_sasrec
-from edgerec.models.sasrec import NORMS, SASRecBlock
+from edgerec.models.sasrec import NORMS, PortPostNormBlock, SASRecBlock
 from tests.conftest import tiny_model_config
 
 N_ITEMS = 40
@@ -32,10 +32,11 @@ def test_shapes(pooling):
     assert model.predict(seq[:, -5:]).shape == (3, N_ITEMS)  # narrower windows are allowed
 
 
+@pytest.mark.parametrize("attend_padding", [False, True])
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_no_future_leakage(pooling, norm):
-    model = model_for(pooling, norm=norm)
+def test_no_future_leakage(pooling, norm, attend_padding):
+    model = model_for(pooling, norm=norm, attend_padding=attend_padding)
     seq = random_history(batch=1, pad=(0,))
     base = model(seq)
     for t in range(seq.shape[1] - 1):
@@ -46,14 +47,16 @@ def test_no_future_leakage(pooling, norm):
         assert not torch.allclose(out[0, t + 1:], base[0, t + 1:])
 
 
+@pytest.mark.parametrize("attend_padding", [False, True])
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_padding_width_does_not_change_the_prediction(pooling, norm):
-    model = model_for(pooling, norm=norm)
+def test_padding_width_does_not_change_the_prediction(pooling, norm, attend_padding):
+    model = model_for(pooling, norm=norm, attend_padding=attend_padding)
     seq = random_history(batch=2, pad=(4, 9))
     wide = model.predict(seq)
     # dropping all-padding columns on the left keeps every history identical
     torch.testing.assert_close(model.predict(seq[:, 4:]), wide, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(seq[:, 4:]), model(seq)[:, 4:], rtol=1e-5, atol=1e-5)
     # padding tokens' embeddings are never read
     with torch.no_grad():
         model.item_embedding.weight[0].normal_()
@@ -116,10 +119,46 @@ def test_sasrec_block_normalises_the_query_and_residual_only():
     assert not torch.allclose(block(2 * x, allowed), block(x, allowed), atol=1e-3)
 
 
+def test_attended_padding_is_a_shared_learned_sink():
+    masked = model_for(norm="post_port", attend_padding=False)
+    sink = model_for(norm="post_port", attend_padding=True)  # same seed: the same weights
+    seq = random_history(batch=2, pad=(4, 9))
+    full = random_history(batch=1, pad=(0,))  # max_len items, no padding
+    # a window without padding does not see the option; a padded one does, at every width
+    torch.testing.assert_close(sink.predict(full), masked.predict(full), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(sink.predict(seq), masked.predict(seq), atol=1e-4)
+    assert not torch.allclose(sink.predict(full[:, 3:]), masked.predict(full[:, 3:]), atol=1e-4)
+    # every padding slot carries one shared state, in every row
+    with torch.no_grad():
+        h, _ = sink.encode(seq)
+    torch.testing.assert_close(h[1, :9], h[1, :1].expand(9, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h[0, :4], h[1, :4], rtol=1e-5, atol=1e-5)
+
+
+def test_port_post_norm_block_keeps_dropout_off_the_attention_output():
+    torch.manual_seed(0)
+    cfg = tiny_model_config(norm="post_port", heads=1, activation="relu", dropout=0.5, attn_dropout=0.0)
+    block = PortPostNormBlock(cfg).eval()
+    x = torch.randn(2, 6, 16)
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 1, 6, 6)
+    with torch.no_grad():
+        y = block.ln1(x + block.attn(x, allowed))
+        expected = block.ln2(y + block.ffn.fc2(torch.relu(block.ffn.fc1(y))))
+        torch.testing.assert_close(block(x, allowed), expected, rtol=1e-5, atol=1e-5)
+    block.train()
+    assert block.ffn.dropout.p == 0.5 and block.dropout.p == 0.5  # hidden units and output of the FFN
+    with torch.no_grad():  # with only the FFN dropping, the attention sublayer is exact in training
+        torch.manual_seed(1)
+        out = block(x, allowed)
+        torch.manual_seed(1)
+        want = block.ln2(y + block.dropout(block.ffn(y)))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="model.heads: dim=10 must be divisible by heads=3"):
         SASRecConfig(dim=10, heads=3)
     with pytest.raises(ValueError, match="model.dropout"):
         SASRecConfig(dropout=1.0)
-    with pytest.raises(ValueError, match="model.norm: must be one of \\['post', 'pre', 'sasrec'\\], got 'mid'"):
+    with pytest.raises(ValueError, match="model.norm: must be one of \\['post', 'pre', 'sasrec', 'post_port'\\], got 'mid'"):
         SASRecConfig(norm="mid")
