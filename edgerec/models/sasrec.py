@@ -83,9 +83,10 @@ class SASRecConfig:
     norm: Literal["post", "pre", "sasrec", "post_port"] = "post"
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-8
-    # False: padding is masked out of the attention. True: every window is left-padded to
-    # max_len and padding slots stay in the attention as keys (as the PyTorch SASRec port
-    # runs): their shared, learned state acts as a "nothing relevant" sink for short histories
+    # False: padding is masked out of the attention. True: the model reads every window as
+    # left-padded to max_len with padding slots attended as keys (as the PyTorch SASRec port
+    # runs): their shared, learned state is a "nothing relevant" sink for short histories
+    # (computed as one sink column; see SASRec._encode_with_padding_sink)
     attend_padding: bool = False
 
     def __post_init__(self) -> None:
@@ -154,14 +155,18 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, W, dim) queries, and keys/values unless kv (B, W, dim) is given;
-        # allowed: (B, 1, W, W) bool, True where query i may attend key j
+        # allowed: (B, 1, W, W) bool, True where query i may attend key j, or a float additive
+        # bias (0 where allowed, MASK_VALUE where not, other values reweight a key)
         kv = x if kv is None else kv
         b, w, d = x.shape
         q = self.query(x).view(b, w, self.heads, self.head_dim).transpose(1, 2)  # (B, H, W, Dh)
         k = self.key(kv).view(b, w, self.heads, self.head_dim).transpose(1, 2)
         v = self.value(kv).view(b, w, self.heads, self.head_dim).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, W, W)
-        att = att.masked_fill(torch.logical_not(allowed), MASK_VALUE)
+        if allowed.dtype == torch.bool:
+            att = att.masked_fill(torch.logical_not(allowed), MASK_VALUE)
+        else:
+            att = att + allowed
         att = self.dropout(torch.softmax(att, dim=-1))
         y = (att @ v).transpose(1, 2).reshape(b, w, d)  # (B, W, dim)
         return self.out(y)
@@ -333,28 +338,46 @@ class SASRec(nn.Module):
 
         seq: (B, W) int64, left-padded, W <= max_len -> h: (B, W, dim), valid: (B, W) bool
         """
-        w_in = seq.shape[1]
-        if self.attend_padding and w_in < self.max_len:
-            # the output must not depend on how much padding the caller sent: pad to max_len
-            seq = F.pad(seq, (self.max_len - w_in, 0))  # (B, max_len)
+        if self.attend_padding:
+            return self._encode_with_padding_sink(seq)
         w = seq.shape[1]
         valid = seq != 0  # (B, W)
         x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
-        x = self.dropout(x) * valid.unsqueeze(-1)  # padding enters as zeros
+        x = self.dropout(x) * valid.unsqueeze(-1)
         causal = torch.ones(w, w, dtype=torch.bool, device=seq.device).tril()  # (W, W)
-        if self.attend_padding:
-            # Query i attends every key j <= i, padding slots included; those carry one shared
-            # state per block (zero input, no position), a learned sink.
-            allowed = causal.view(1, 1, w, w)
-            for block in self.blocks:
-                x = block(x, allowed)
-            return self.final_ln(x)[:, w - w_in:], valid[:, w - w_in:]
         eye = torch.eye(w, dtype=torch.bool, device=seq.device)
         # Query i attends valid keys j <= i; every query keeps itself so no row is empty.
         allowed = torch.logical_and(causal, torch.logical_or(valid.unsqueeze(1), eye)).unsqueeze(1)  # (B, 1, W, W)
         for block in self.blocks:
             x = block(x, allowed) * valid.unsqueeze(-1)
         return self.final_ln(x), valid
+
+    def _encode_with_padding_sink(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode`` as if the window were left-padded to max_len and padding were attended.
+
+        Padding slots precede every item and enter as zeros, so they all carry one shared
+        state per block; ``n`` of them weigh in a softmax like one key with ``log n`` added
+        to its logit. One sink column stands for them: the result equals running all
+        ``max_len`` slots (exactly so without attention dropout), at the cost of one column.
+        seq: (B, W) -> h: (B, W, dim), valid: (B, W)
+        """
+        b, w = seq.shape
+        valid = seq != 0  # (B, W)
+        n_pad = self.max_len - valid.sum(1, keepdim=True)  # (B, 1) padding slots of the max_len window
+        x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
+        x = self.dropout(x) * valid.unsqueeze(-1)
+        x = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, 1 + W, dim); column 0 is the sink
+        keys = torch.cat([n_pad > 0, valid], dim=1)  # (B, 1 + W) keys a query may read
+        causal = torch.ones(w + 1, w + 1, dtype=torch.bool, device=seq.device).tril()
+        eye = torch.eye(w + 1, dtype=torch.bool, device=seq.device)
+        allowed = torch.logical_or(torch.logical_and(causal, keys.unsqueeze(1)), eye)  # (B, 1 + W, 1 + W)
+        bias = torch.where(allowed, 0.0, MASK_VALUE)  # (B, 1 + W, 1 + W)
+        # the sink's logit counts its n padding slots; log(1) = 0 where it stands for none
+        sink = torch.log(n_pad.clamp(min=1).to(x.dtype)).unsqueeze(1)  # (B, 1, 1)
+        bias = torch.cat([bias[:, :, :1] + sink, bias[:, :, 1:]], dim=2).unsqueeze(1)  # (B, 1, 1 + W, 1 + W)
+        for block in self.blocks:
+            x = block(x, bias)
+        return self.final_ln(x)[:, 1:], valid
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """Sequence representation after every prefix: (B, W) -> (B, W, dim)."""
