@@ -62,6 +62,14 @@ def test_bad_compression_configs(comp, message):
         CompressionConfig(method="dense", row_order="random")
 
 
+def test_row_order_default_groups_co_clicked_items_in_factorised_tables_only():
+    cfg = tiny_model_config(dim=16)
+    assert plan_student(cfg, N, CompressionConfig(ratio=3)).row_order == "cooccurrence"
+    assert plan_student(cfg, N, CompressionConfig(ratio=3, method="tt")).row_order == "cooccurrence"
+    assert plan_student(cfg, N, CompressionConfig(ratio=3, row_order="as_loaded")).row_order == "as_loaded"
+    assert plan_student(cfg, N, CompressionConfig(ratio=3, method="dense")).row_order == "as_loaded"
+
+
 def test_student_dropout_overrides_the_teachers_without_changing_shapes():
     cfg = tiny_model_config(dim=16, dropout=0.5)
     same = plan_student(cfg, N, CompressionConfig(ratio=3))

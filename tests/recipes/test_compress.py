@@ -50,7 +50,8 @@ def test_baselines_train_without_distillation(tmp_path, teacher_ckpt, tiny_datas
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("order", ["compress.row_order=random", "compress.row_order=cooccurrence"])
+@pytest.mark.parametrize("order", ["compress.row_order=random", "compress.row_order=cooccurrence",
+                                   "compress.row_order=as_loaded"])
 def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, order):
     cfg = student_cfg(order, "compress.row_seed=3", *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
     res = compress_teacher(teacher_ckpt, cfg, tmp_path, progress=False, dataset=tiny_dataset)
@@ -58,7 +59,10 @@ def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, 
     model, payload = load_model(tmp_path / "model.pt")
     assert payload["config"]["plan"]["row_order"] == order.split("=")[1]
     order = model.item_embedding.row_order
-    assert order is not None and not torch.equal(order, torch.arange(len(order)))
+    if payload["config"]["plan"]["row_order"] == "as_loaded":
+        assert order is None
+    else:
+        assert order is not None and not torch.equal(order, torch.arange(len(order)))
     again = Evaluator(tiny_dataset, tiny_dataset.test, model.max_len)(model.predict)
     assert again["full"]["all"] == pytest.approx(res["test"]["full"]["all"])
 
