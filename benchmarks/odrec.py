@@ -76,6 +76,8 @@ def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: di
     if results.exists():
         logger.info("reusing %s", results)
         return json.loads(results.read_text())
+    if method == "dense":  # a dense table has no row order; the other variants' setting does not apply
+        extra = [e for e in extra if not e.startswith(("compress.row_order=", "compress.row_seed="))]
     cfg = apply_overrides(CompressRunConfig(), [f"compress.method={method}", f"compress.ratio={ratio}",
                                                 *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
     try:
