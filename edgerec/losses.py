@@ -44,21 +44,23 @@ def window_items(inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
 
 
 def draw_unseen(
-    seen: torch.Tensor, num_items: int, negatives: int, generator: torch.Generator | None = None,
+    seen: torch.Tensor, num_items: int, shape: tuple[int, ...], generator: torch.Generator | None = None,
     max_rounds: int = 100,
 ) -> torch.Tensor:
-    """Uniform items in 1..num_items per row and column, avoiding the row's ``seen`` items.
+    """Uniform items in 1..num_items of ``shape`` (B, ...), each avoiding its row's ``seen`` items.
 
-    seen: (B, S) int64 (0 ignored) -> (B, W, K) with W = S // 2 positions per row as in a
-    training window. Colliding draws are redrawn (rejection sampling), so the result is
-    uniform over each row's unseen items.
+    seen: (B, S) int64, 0 ignored. Colliding draws are redrawn (rejection sampling), so every
+    draw is uniform over its row's unseen items.
     """
-    b, w = seen.shape[0], seen.shape[1] // 2
+    b = seen.shape[0]
+    if shape[0] != b:
+        raise ValueError(f"shape {shape} must start with the {b} rows of seen")
     if int((seen != 0).sum(1).max()) >= num_items:
         raise ValueError(f"a training window covers all {num_items} items; no unseen negative exists")
-    neg = torch.randint(1, num_items + 1, (b, w, negatives), generator=generator, device=seen.device)
+    neg = torch.randint(1, num_items + 1, shape, generator=generator, device=seen.device)
+    row_seen = seen.view(b, *([1] * (len(shape) - 1)), -1)  # (B, 1, ..., S)
     for _ in range(max_rounds):
-        hit = (neg.unsqueeze(-1) == seen.view(b, 1, 1, -1)).any(-1)  # (B, W, K)
+        hit = (neg.unsqueeze(-1) == row_seen).any(-1)  # shape
         n_hit = int(hit.sum())
         if n_hit == 0:
             return neg
@@ -84,7 +86,7 @@ def bce_loss(
     if seen is None:
         neg = torch.randint(1, model.num_items + 1, (*tgt.shape, negatives), generator=generator, device=tgt.device)
     else:
-        neg = draw_unseen(seen, model.num_items, negatives, generator)  # (B, W, K)
+        neg = draw_unseen(seen, model.num_items, (*tgt.shape, negatives), generator)  # (B, W, K)
     neg = neg[keep]  # (P, K)
     pos_logit = (h * model.item_embedding(t)).sum(-1)  # (P,)
     neg_logit = (h.unsqueeze(1) * model.item_embedding(neg)).sum(-1)  # (P, K)

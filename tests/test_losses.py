@@ -111,7 +111,7 @@ def test_sampled_ce_trains_through_next_item_loss(model_and_batch):
 
 def test_unseen_negatives_avoid_the_window_and_stay_uniform_over_the_rest():
     seen = torch.tensor([[0, 1, 2, 3, 0, 2, 3, 4], [5, 6, 7, 8, 6, 7, 8, 9]])  # (B=2, 2W=8)
-    neg = draw_unseen(seen, 10, negatives=500, generator=torch.Generator().manual_seed(0))
+    neg = draw_unseen(seen, 10, (2, 4, 500), generator=torch.Generator().manual_seed(0))
     assert neg.shape == (2, 4, 500)
     for row, allowed in enumerate([{5, 6, 7, 8, 9, 10}, {1, 2, 3, 4, 10}]):
         drawn = neg[row].flatten()
@@ -120,7 +120,9 @@ def test_unseen_negatives_avoid_the_window_and_stay_uniform_over_the_rest():
         # 2,000 draws over 5-6 items: every count within 25% of uniform
         assert (counts / counts.mean() - 1).abs().max() < 0.25
     with pytest.raises(ValueError, match="covers all 4 items"):
-        draw_unseen(torch.tensor([[1, 2, 3, 4]]), 4, 1)
+        draw_unseen(torch.tensor([[1, 2, 3, 4]]), 4, (1, 2, 1))
+    with pytest.raises(ValueError, match="must start with the 2 rows"):
+        draw_unseen(seen, 10, (3, 4, 1))
 
 
 def test_exclude_seen_changes_only_the_colliding_negatives(model_and_batch):
@@ -128,7 +130,7 @@ def test_exclude_seen_changes_only_the_colliding_negatives(model_and_batch):
     rep = model(inp)
     seen = window_items(inp, tgt)
     g = torch.Generator().manual_seed(1)
-    neg = draw_unseen(seen, model.num_items, 3, generator=g)
+    neg = draw_unseen(seen, model.num_items, (2, 5, 3), generator=g)
     emb = model.item_embedding.weight
     terms = []
     for b in range(2):
