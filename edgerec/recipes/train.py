@@ -53,6 +53,9 @@ class TrainConfig:
     negative_reduction: Literal["sum", "mean"] = "sum"  # loss=bce: sum or average the negatives' losses
     # keep each training window's own items out of its negatives (the SASRec reference's sampler)
     exclude_seen_negatives: bool = False
+    # batch sequences of similar length together (faster: batches are cut to their longest
+    # sequence); false draws each batch's sequences at random, as the SASRec reference does
+    bucket: bool = True
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -120,7 +123,8 @@ def train_teacher(
     model = build_sasrec(cfg.model, data.num_items)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=(0.9, cfg.train.beta2),
                             weight_decay=cfg.train.weight_decay)
-    batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed)
+    batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed,
+                           bucket=cfg.train.bucket)
     evaluator = Evaluator(data, data.valid, cfg.model.max_len, cfg.eval)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("teacher: %d parameters, %d training sequences, %d positions", n_params, len(batches.lengths),

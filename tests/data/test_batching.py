@@ -32,3 +32,20 @@ def test_epoch_order_is_seeded():
     first = [b[0].tolist() for b in tb.epoch(3)]
     assert first == [b[0].tolist() for b in tb.epoch(3)]
     assert first != [b[0].tolist() for b in tb.epoch(4)]
+
+
+def test_bucketing_groups_lengths_and_random_batches_mix_them():
+    lengths = [2 + i % 20 for i in range(400)]  # 1..20 targets each
+    seqs = [np.arange(1, n + 1) for n in lengths]
+
+    def batch_lengths(bucket):
+        tb = TrainBatches(seqs, max_len=25, batch_size=20, seed=0, bucket=bucket)
+        out = [(tgt != 0).sum(1).tolist() for _, tgt in tb.epoch(0)]
+        assert sorted(n for b in out for n in b) == sorted(n - 1 for n in lengths)  # every sequence once
+        return out
+
+    spread = lambda batches: np.mean([max(b) - min(b) for b in batches])  # noqa: E731
+    # 20 sequences per batch over 20 lengths: sorted chunks give near-uniform batches, random
+    # ones span almost the whole range
+    assert spread(batch_lengths(True)) <= 2
+    assert spread(batch_lengths(False)) >= 15
