@@ -36,7 +36,7 @@ from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "validation_record"]
+__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "validation_record", "position_scale"]
 
 
 @dataclass
@@ -56,6 +56,10 @@ class TrainConfig:
     # batch sequences of similar length together (faster: batches are cut to their longest
     # sequence); false draws each batch's sequences at random, as the SASRec reference does
     bucket: bool = True
+    # "batch": each batch's loss is the mean over its positions, so with bucketing a position
+    # in a batch of short histories weighs more than one in a batch of long ones; "uniform":
+    # every position weighs the same (the batch's loss is scaled by its share of positions)
+    position_weight: Literal["batch", "uniform"] = "batch"
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -74,6 +78,8 @@ class TrainConfig:
         check(self.negative_reduction in NEGATIVE_REDUCTIONS, "train.negative_reduction",
               f"must be one of {list(NEGATIVE_REDUCTIONS)}, got {self.negative_reduction!r}")
         check(self.negatives is None or self.negatives >= 1, "train.negatives", f"must be >= 1, got {self.negatives}")
+        check(self.position_weight in ("batch", "uniform"), "train.position_weight",
+              f"must be 'batch' or 'uniform', got {self.position_weight!r}")
         check(not self.exclude_seen_negatives or self.loss != "ce", "train.exclude_seen_negatives",
               "needs a sampled loss (bce or sampled_ce); loss=ce has no negatives")
         check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
@@ -94,6 +100,17 @@ def validation_value(result: dict[str, Any], metric: str) -> float:
     """The selection metric (``NDCG@10`` or ``sampled_NDCG@10`` style) of an evaluation result."""
     protocol, name = ("sampled", metric.removeprefix("sampled_")) if metric.startswith("sampled_") else ("full", metric)
     return result[protocol]["all"][name]
+
+
+def position_scale(tgt: torch.Tensor, mean_positions: float, weight: str) -> float:
+    """Factor on a batch's mean loss for ``train.position_weight``; tgt: (B, W), 0 = no target.
+
+    "uniform" scales by the batch's positions over the mean per batch, so over an epoch
+    every position carries the same weight whatever the size of its batch.
+    """
+    if weight == "batch":
+        return 1.0
+    return int((tgt != 0).sum()) / mean_positions
 
 
 def validation_record(result: dict[str, Any], metric: str) -> dict[str, float]:
@@ -126,6 +143,7 @@ def train_teacher(
     batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed,
                            bucket=cfg.train.bucket)
     evaluator = Evaluator(data, data.valid, cfg.model.max_len, cfg.eval)
+    mean_positions = batches.num_positions / len(batches)  # per batch, for train.position_weight=uniform
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("teacher: %d parameters, %d training sequences, %d positions", n_params, len(batches.lengths),
                 batches.num_positions)
@@ -150,7 +168,7 @@ def train_teacher(
                                   reduction=cfg.train.negative_reduction,
                                   exclude_seen=cfg.train.exclude_seen_negatives)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * position_scale(tgt, mean_positions, cfg.train.position_weight)).backward()
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()

@@ -6,7 +6,7 @@ from edgerec.checkpoint import load_checkpoint
 from edgerec.config import ConfigError
 from edgerec.eval import Evaluator
 from edgerec.models.loading import load_model
-from edgerec.recipes.train import TeacherRunConfig, TrainConfig, train_teacher
+from edgerec.recipes.train import TeacherRunConfig, TrainConfig, position_scale, train_teacher
 from tests.conftest import tiny_data_config, tiny_model_config
 
 
@@ -95,3 +95,15 @@ def test_selection_on_the_sampled_protocol(tmp_path, tiny_dataset):
     assert res["valid"]["sampled"]["all"]["HR@10"] == pytest.approx(max(values))
     with pytest.raises(ValueError, match="train.metric: must be one of .*got 'sampled_AUC'"):
         TrainConfig(metric="sampled_AUC")
+
+
+def test_uniform_position_weight_gives_every_position_the_same_weight():
+    short = torch.tensor([[0, 0, 3], [0, 4, 5]])  # 3 positions
+    long = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # 9 positions
+    mean = (3 + 9) / 2
+    assert position_scale(short, mean, "batch") == position_scale(long, mean, "batch") == 1.0
+    # a batch's mean loss times its factor is its positions' summed loss over the mean per batch
+    per_position = [position_scale(t, mean, "uniform") / int((t != 0).sum()) for t in (short, long)]
+    assert per_position == pytest.approx([1 / mean, 1 / mean])
+    with pytest.raises(ConfigError, match="train.position_weight"):
+        TrainConfig(position_weight="sqrt")
