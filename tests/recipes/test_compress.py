@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import edgerec.recipes.compress as compress_mod
 from edgerec.checkpoint import CheckpointError, load_checkpoint
 from edgerec.compress.student import RatioUnreachable
 from edgerec.config import ConfigError, apply_overrides
@@ -80,3 +81,20 @@ def test_bad_inputs(tmp_path, teacher_ckpt, tiny_dataset):
     with pytest.raises(CheckpointError, match="expected a teacher checkpoint, got kind 'student'"):
         compress_teacher(tmp_path / "c" / "model.pt", student_cfg(), tmp_path / "d", progress=False,
                          dataset=tiny_dataset)
+
+
+def test_position_weight_reaches_the_student_loop(tmp_path, teacher_ckpt, tiny_dataset, monkeypatch):
+    seen = []
+    real = compress_mod.position_scale
+
+    def spy(tgt, mean_positions, weight):
+        seen.append((weight, real(tgt, mean_positions, weight)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(compress_mod, "position_scale", spy)
+    cfg = student_cfg("train.epochs=1", "train.position_weight=uniform",
+                      *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
+    compress_teacher(teacher_ckpt, cfg, tmp_path, progress=False, dataset=tiny_dataset)
+    assert seen and all(w == "uniform" for w, _ in seen)
+    scales = [f for _, f in seen]
+    assert sum(scales) == pytest.approx(len(scales)) and max(scales) > min(scales)  # mean 1, not all equal
