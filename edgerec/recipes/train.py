@@ -56,10 +56,11 @@ class TrainConfig:
     # batch sequences of similar length together (faster: batches are cut to their longest
     # sequence); false draws each batch's sequences at random, as the SASRec reference does
     bucket: bool = True
-    # "batch": each batch's loss is the mean over its positions, so with bucketing a position
-    # in a batch of short histories weighs more than one in a batch of long ones; "uniform":
-    # every position weighs the same (the batch's loss is scaled by its share of positions)
-    position_weight: Literal["batch", "uniform"] = "batch"
+    # "uniform": every position weighs the same (each batch's mean loss is scaled by its share
+    # of positions); "batch": each batch's mean counts equally, so with bucketing a position in
+    # a batch of short histories weighs up to max_len times one in a batch of long ones
+    # (uniform raised Beauty's full-ranking NDCG@10 from 0.0497 to 0.0558; README)
+    position_weight: Literal["batch", "uniform"] = "uniform"
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
