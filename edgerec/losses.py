@@ -55,7 +55,9 @@ def draw_unseen(
     b = seen.shape[0]
     if shape[0] != b:
         raise ValueError(f"shape {shape} must start with the {b} rows of seen")
-    if int((seen != 0).sum(1).max()) >= num_items:
+    ordered = seen.sort(dim=1).values  # (B, S); a window lists most items twice (input and target)
+    distinct = ((ordered != 0) & (ordered != F.pad(ordered, (1, 0))[:, :-1])).sum(1)  # (B,)
+    if int(distinct.max()) >= num_items:
         raise ValueError(f"a training window covers all {num_items} items; no unseen negative exists")
     neg = torch.randint(1, num_items + 1, shape, generator=generator, device=seen.device)
     row_seen = seen.view(b, *([1] * (len(shape) - 1)), -1)  # (B, 1, ..., S)

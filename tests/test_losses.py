@@ -121,6 +121,9 @@ def test_unseen_negatives_avoid_the_window_and_stay_uniform_over_the_rest():
         assert (counts / counts.mean() - 1).abs().max() < 0.25
     with pytest.raises(ValueError, match="covers all 4 items"):
         draw_unseen(torch.tensor([[1, 2, 3, 4]]), 4, (1, 2, 1))
+    # a window repeats items (inputs and targets overlap): 3 distinct of 4 still leaves item 4
+    window = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 1]])
+    assert (draw_unseen(window, 4, (1, 4, 5), generator=torch.Generator().manual_seed(0)) == 4).all()
     with pytest.raises(ValueError, match="must start with the 2 rows"):
         draw_unseen(seen, 10, (3, 4, 1))
 
