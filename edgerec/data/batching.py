@@ -8,6 +8,7 @@ real data with many short histories saves most of the attention cost.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Iterator, Sequence
 
@@ -59,6 +60,11 @@ class TrainBatches:
     @property
     def num_positions(self) -> int:
         return int(self.lengths.sum())
+
+    @functools.cached_property
+    def positions_per_batch(self) -> float:
+        """Mean target positions per batch (the scale of ``train.position_weight=uniform``)."""
+        return self.num_positions / len(self)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, epoch])

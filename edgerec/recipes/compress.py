@@ -111,7 +111,6 @@ def compress_teacher(
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(0.9, cfg.train.beta2), weight_decay=cfg.train.weight_decay)
     max_len = plan.sasrec.max_len
     batches = TrainBatches(data.train, max_len, cfg.train.batch_size, seed=cfg.train.seed, bucket=cfg.train.bucket)
-    mean_positions = batches.num_positions / len(batches)  # per batch, for train.position_weight=uniform
     evaluator = Evaluator(data, data.valid, max_len, eval_cfg)
     hot = torch.from_numpy(head_items(data.item_counts, cfg.distill.hot_fraction))
     metric = cfg.train.metric
@@ -136,7 +135,8 @@ def compress_teacher(
                              disable=not progress):
             losses = distill_losses(student, teacher, heads, inp, tgt, hot, cfg.distill)
             opt.zero_grad(set_to_none=True)
-            (losses["total"] * position_scale(tgt, mean_positions, cfg.train.position_weight)).backward()
+            scale = position_scale(tgt, batches.positions_per_batch, cfg.train.position_weight)
+            (losses["total"] * scale).backward()
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             opt.step()

@@ -144,7 +144,6 @@ def train_teacher(
     batches = TrainBatches(data.train, cfg.model.max_len, cfg.train.batch_size, seed=cfg.train.seed,
                            bucket=cfg.train.bucket)
     evaluator = Evaluator(data, data.valid, cfg.model.max_len, cfg.eval)
-    mean_positions = batches.num_positions / len(batches)  # per batch, for train.position_weight=uniform
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("teacher: %d parameters, %d training sequences, %d positions", n_params, len(batches.lengths),
                 batches.num_positions)
@@ -169,7 +168,7 @@ def train_teacher(
                                   reduction=cfg.train.negative_reduction,
                                   exclude_seen=cfg.train.exclude_seen_negatives)
             opt.zero_grad(set_to_none=True)
-            (loss * position_scale(tgt, mean_positions, cfg.train.position_weight)).backward()
+            (loss * position_scale(tgt, batches.positions_per_batch, cfg.train.position_weight)).backward()
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
