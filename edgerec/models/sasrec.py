@@ -308,6 +308,17 @@ class AttentionPooling(nn.Module):
         return (beta.unsqueeze(-1) * h).sum(1)
 
 
+def _causal_mask(keys: torch.Tensor) -> torch.Tensor:
+    """Query i may read key j <= i where ``keys[:, j]``, and always itself (no row is empty).
+
+    keys: (B, W) bool -> (B, W, W) bool
+    """
+    w = keys.shape[1]
+    causal = torch.ones(w, w, dtype=torch.bool, device=keys.device).tril()  # (W, W)
+    eye = torch.eye(w, dtype=torch.bool, device=keys.device)
+    return torch.logical_or(torch.logical_and(causal, keys.unsqueeze(1)), eye)
+
+
 class SASRec(nn.Module):
     def __init__(
         self,
@@ -333,6 +344,12 @@ class SASRec(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.scale = math.sqrt(self.dim)
 
+    def _embed(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled item embeddings plus positions, padding zeroed: (B, W) -> x (B, W, dim), valid (B, W)."""
+        valid = seq != 0  # (B, W)
+        x = self.item_embedding(seq) * self.scale + self.position[self.max_len - seq.shape[1]:]  # (B, W, dim)
+        return self.dropout(x) * valid.unsqueeze(-1), valid
+
     def encode(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Contextual item representations.
 
@@ -340,14 +357,8 @@ class SASRec(nn.Module):
         """
         if self.attend_padding:
             return self._encode_with_padding_sink(seq)
-        w = seq.shape[1]
-        valid = seq != 0  # (B, W)
-        x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
-        x = self.dropout(x) * valid.unsqueeze(-1)
-        causal = torch.ones(w, w, dtype=torch.bool, device=seq.device).tril()  # (W, W)
-        eye = torch.eye(w, dtype=torch.bool, device=seq.device)
-        # Query i attends valid keys j <= i; every query keeps itself so no row is empty.
-        allowed = torch.logical_and(causal, torch.logical_or(valid.unsqueeze(1), eye)).unsqueeze(1)  # (B, 1, W, W)
+        x, valid = self._embed(seq)
+        allowed = _causal_mask(valid).unsqueeze(1)  # (B, 1, W, W)
         for block in self.blocks:
             x = block(x, allowed) * valid.unsqueeze(-1)
         return self.final_ln(x), valid
@@ -361,16 +372,10 @@ class SASRec(nn.Module):
         ``max_len`` slots (exactly so without attention dropout), at the cost of one column.
         seq: (B, W) -> h: (B, W, dim), valid: (B, W)
         """
-        b, w = seq.shape
-        valid = seq != 0  # (B, W)
+        x, valid = self._embed(seq)
         n_pad = self.max_len - valid.sum(1, keepdim=True)  # (B, 1) padding slots of the max_len window
-        x = self.item_embedding(seq) * self.scale + self.position[self.max_len - w:]  # (B, W, dim)
-        x = self.dropout(x) * valid.unsqueeze(-1)
         x = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, 1 + W, dim); column 0 is the sink
-        keys = torch.cat([n_pad > 0, valid], dim=1)  # (B, 1 + W) keys a query may read
-        causal = torch.ones(w + 1, w + 1, dtype=torch.bool, device=seq.device).tril()
-        eye = torch.eye(w + 1, dtype=torch.bool, device=seq.device)
-        allowed = torch.logical_or(torch.logical_and(causal, keys.unsqueeze(1)), eye)  # (B, 1 + W, 1 + W)
+        allowed = _causal_mask(torch.cat([n_pad > 0, valid], dim=1))  # (B, 1 + W, 1 + W)
         bias = torch.where(allowed, 0.0, MASK_VALUE)  # (B, 1 + W, 1 + W)
         # the sink's logit counts its n padding slots; log(1) = 0 where it stands for none
         sink = torch.log(n_pad.clamp(min=1).to(x.dtype)).unsqueeze(1)  # (B, 1, 1)
