@@ -47,20 +47,25 @@ def test_bce_matches_its_definition_for_a_fixed_negative_draw(model_and_batch):
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def hand_bce(emb, rep, tgt, neg):
+    """Mean over target positions of -log sigmoid(s+) - sum_k log sigmoid(-s_k), one at a time."""
+    terms = []
+    for b in range(tgt.shape[0]):
+        for t in range(tgt.shape[1]):
+            if tgt[b, t] == 0:
+                continue
+            h = rep[b, t]
+            terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
+    return torch.stack(terms).mean()
+
+
 def test_bce_sums_the_losses_of_several_negatives(model_and_batch):
     model, inp, tgt = model_and_batch
     rep = model(inp)
     got = bce_loss(model, rep, tgt, negatives=3, generator=torch.Generator().manual_seed(4))
     neg = torch.randint(1, model.num_items + 1, (2, 5, 3), generator=torch.Generator().manual_seed(4))
     emb = model.item_embedding.weight
-    terms = []
-    for b in range(2):
-        for t in range(5):
-            if tgt[b, t] == 0:
-                continue
-            h = rep[b, t]
-            terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
-    assert got.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    assert got.item() == pytest.approx(hand_bce(emb, rep, tgt, neg).item(), rel=1e-5)
     assert got.item() > bce_loss(model, rep, tgt, negatives=1, generator=torch.Generator().manual_seed(4)).item()
     mean = bce_loss(model, rep, tgt, negatives=3, reduction="mean", generator=torch.Generator().manual_seed(4))
     pos = torch.stack([-F.logsigmoid(emb[tgt[b, t]] @ rep[b, t]) for b in range(2) for t in range(5) if tgt[b, t]])
@@ -135,16 +140,12 @@ def test_exclude_seen_changes_only_the_colliding_negatives(model_and_batch):
     g = torch.Generator().manual_seed(1)
     neg = draw_unseen(seen, model.num_items, (2, 5, 3), generator=g)
     emb = model.item_embedding.weight
-    terms = []
     for b in range(2):
         for t in range(5):
-            if tgt[b, t] == 0:
-                continue
-            assert not set(neg[b, t].tolist()) & set(seen[b].tolist())
-            h = rep[b, t]
-            terms.append(-F.logsigmoid(emb[tgt[b, t]] @ h) - sum(F.logsigmoid(-(emb[n] @ h)) for n in neg[b, t]))
+            if tgt[b, t] != 0:
+                assert not set(neg[b, t].tolist()) & set(seen[b].tolist())
     got = bce_loss(model, rep, tgt, negatives=3, generator=torch.Generator().manual_seed(1), seen=seen)
-    assert got.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    assert got.item() == pytest.approx(hand_bce(emb, rep, tgt, neg).item(), rel=1e-5)
     # sampled_ce: a shared draw that is in a row's window is masked for that row only
     got = sampled_cross_entropy_loss(model, rep, tgt, 12, generator=torch.Generator().manual_seed(6), seen=seen)
     shared = torch.randint(1, model.num_items + 1, (12,), generator=torch.Generator().manual_seed(6)).tolist()
