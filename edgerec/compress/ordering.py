@@ -1,9 +1,11 @@
 """Orders of the items over the rows of a tensor-train item table.
 
-A two-core TT table stores grid row ``v`` with first-core slice ``v // width``, so the
-items placed in one block of ``width`` rows share parameters (see :class:`TTEmbedding`'s
-``row_order``). These functions return such an order: ``order[i]`` is the grid row of
-item ``i``, ``order[0] == 0`` (padding).
+A two-core TT table stores grid row ``v`` with first-core slice ``v // width`` and
+second-core slice ``v % width``: the items placed in one block of ``width`` rows share the
+first core's slice, the items at the same offset of their blocks share the second's (see
+:class:`TTEmbedding`'s ``row_order``). These functions return such an order:
+``order[i]`` is the grid row of item ``i``, ``order[0] == 0`` (padding). Rows fill
+``0..num_items`` with no gaps, so the last block may be partial.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cooccurrence_row_order", "same_block_rate"]
+__all__ = ["cooccurrence_row_order", "embedding_row_order", "same_block_rate"]
 
 
 def _transition_graph(sequences: Sequence[np.ndarray], num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,6 +92,111 @@ def cooccurrence_row_order(sequences: Sequence[np.ndarray], num_items: int, widt
                 width, 100 * same_block_rate(sequences, order.numpy(), width),
                 100 * same_block_rate(sequences, np.arange(num_items + 1), width))
     return order
+
+
+def _block_capacities(num_items: int, width: int) -> np.ndarray:
+    """Items each block of ``width`` grid rows takes: row 0 is padding, the last block may be partial."""
+    blocks = -(-(num_items + 1) // width)
+    caps = np.full(blocks, width, dtype=np.int64)
+    caps[-1] = num_items + 1 - (blocks - 1) * width
+    caps[0] -= 1
+    return caps
+
+
+def _sq_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n, k) squared Euclidean distances, without an (n, k, dim) intermediate."""
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: each next centre drawn with probability proportional to its squared distance."""
+    centres = [x[rng.integers(len(x))]]
+    nearest = _sq_distances(x, centres[0][None])[:, 0]
+    for _ in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(x), p=nearest / total) if total > 0 else rng.integers(len(x))
+        centres.append(x[pick])
+        nearest = np.minimum(nearest, _sq_distances(x, x[pick][None])[:, 0])
+    return np.stack(centres)
+
+
+def _balanced_kmeans(x: np.ndarray, caps: np.ndarray, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means whose cluster ``j`` takes exactly ``caps[j]`` points; returns each point's cluster.
+
+    Each assignment step is greedy: points sure of their nearest centre (largest gap to
+    the second nearest) choose first, and a full cluster passes a point to its next
+    nearest centre with room. ``caps.sum()`` must equal ``len(x)``.
+    """
+    k = len(caps)
+    centres = _kmeans_pp(x, k, rng)
+    assign = np.zeros(len(x), dtype=np.int64)
+    for _ in range(iters):
+        d = _sq_distances(x, centres)  # (n, k)
+        prefs = np.argsort(d, axis=1)
+        if k > 1:
+            two = np.partition(d, 1, axis=1)[:, :2]
+            sure_first = np.argsort(two[:, 0] - two[:, 1], kind="stable")  # largest gap first
+        else:
+            sure_first = np.arange(len(x))
+        room = caps.copy()
+        for i in sure_first.tolist():
+            for j in prefs[i].tolist():
+                if room[j] > 0:
+                    room[j] -= 1
+                    assign[i] = j
+                    break
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=k)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return assign
+
+
+def embedding_row_order(table: torch.Tensor, width: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
+    """Place items with similar embeddings (a trained teacher's table) where the TT shares parameters.
+
+    Blocks (first-core slices): a balanced k-means of the item embeddings, one cluster per
+    block of ``width`` rows. Offsets within a block (second-core slices, shared across
+    blocks): each item's residual (embedding less its block's mean) is matched to one of
+    ``width`` residual centres by a balanced k-means over all items, then every block
+    gives its offsets to its items by an optimal assignment to those centres, so items at
+    one offset of different blocks differ from their blocks' means alike (offset 0 goes to
+    the centre that block 0, which holds the padding row there, has no item for).
+    table: (num_items + 1, dim), row 0 padding. Deterministic for a given ``seed``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if width < 1:
+        raise ValueError(f"width: expected >= 1 rows per block, got {width}")
+    x = table.detach().to("cpu", torch.float64).numpy()[1:]  # (num_items, dim)
+    num_items = len(x)
+    caps = _block_capacities(num_items, width)
+    rng = np.random.default_rng(seed)
+    block = _balanced_kmeans(x, caps, iters, rng)  # (num_items,) in [0, blocks)
+    means = np.zeros((len(caps), x.shape[1]))
+    np.add.at(means, block, x)
+    means /= np.maximum(np.bincount(block, minlength=len(caps)), 1)[:, None]
+    residual = x - means[block]
+    # offsets offered by the blocks: block 0 lacks offset 0 (padding), the last block its tail
+    slots = [np.arange(1 if b == 0 else 0, (1 if b == 0 else 0) + int(c)) for b, c in enumerate(caps)]
+    offer = np.bincount(np.concatenate(slots), minlength=width)
+    offset_centres_of = _balanced_kmeans(residual, offer, iters, rng)
+    centres = np.zeros((width, x.shape[1]))
+    np.add.at(centres, offset_centres_of, residual)
+    centres /= np.maximum(offer, 1)[:, None]
+    # Padding holds offset 0 of block 0: give label 0 to the centre block 0's items leave unused.
+    used = linear_sum_assignment(_sq_distances(residual[block == 0], centres))[1]
+    free = int(np.setdiff1d(np.arange(width), used)[0]) if len(used) < width else 0
+    centres[[0, free]] = centres[[free, 0]]
+    order = np.zeros(num_items + 1, dtype=np.int64)
+    for b, offsets in enumerate(slots):
+        members = np.flatnonzero(block == b)
+        rows, cols = linear_sum_assignment(_sq_distances(residual[members], centres[offsets]))
+        order[members[rows] + 1] = b * width + offsets[cols]
+    logger.info("teacher-embedding row order: %d blocks of %d rows", len(caps), width)
+    return torch.from_numpy(order)
 
 
 def same_block_rate(sequences: Sequence[np.ndarray], order: np.ndarray, width: int) -> float:

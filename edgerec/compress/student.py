@@ -45,7 +45,9 @@ class RatioUnreachable(ConfigError):
     """No student of the requested method and layout is as small as ``compress.ratio`` asks."""
 
 
-ROW_ORDERS = ("as_loaded", "random", "cooccurrence")
+ROW_ORDERS = ("as_loaded", "random", "cooccurrence", "teacher")
+# orders computed when the student is made (from the data or the teacher), then carried by its state dict
+COMPUTED_ORDERS = ("cooccurrence", "teacher")
 
 
 @dataclass
@@ -62,12 +64,13 @@ class CompressionConfig:
     scoring: Literal["auto", "factorized", "dense"] = "auto"
     dropout: float | None = None  # the student's dropout and attention dropout; None: the teacher's
     # Which TT grid row holds each item (see TTEmbedding): "as_loaded" (row = item id), "random" (a
-    # seeded shuffle), or "cooccurrence" (items clicked one after the other share first-core blocks;
-    # computed from the training data). None: "cooccurrence" for a factorised table (the most
+    # seeded shuffle), "cooccurrence" (items clicked one after the other share first-core blocks;
+    # computed from the training data) or "teacher" (items with similar teacher embeddings share
+    # blocks, and similar offsets within them; see ordering.embedding_row_order). None: "cooccurrence" for a factorised table (the most
     # accurate on every dataset measured), "as_loaded" for method "dense". Bundles bake it into
     # item_ids.txt.
-    row_order: Literal["as_loaded", "random", "cooccurrence"] | None = None
-    row_seed: int = 0  # "random" only
+    row_order: Literal["as_loaded", "random", "cooccurrence", "teacher"] | None = None
+    row_seed: int = 0  # "random" and "teacher"
 
     def __post_init__(self) -> None:
         check(self.row_order is None or self.row_order in ROW_ORDERS, "compress.row_order",
@@ -268,13 +271,13 @@ def build_student(plan: StudentPlan, num_items: int, device: str | None = None,
                   row_order: torch.Tensor | None = None) -> SASRec:
     """Build the student skeleton the plan describes (random cores; see :func:`init_from_teacher`).
 
-    ``row_order`` is the item order of a ``"cooccurrence"`` plan (from
-    :func:`~edgerec.compress.ordering.cooccurrence_row_order`); without it the table gets
-    a placeholder that a checkpoint's state dict replaces.
+    ``row_order`` is the item order of a ``"cooccurrence"`` or ``"teacher"`` plan (from
+    :mod:`~edgerec.compress.ordering`); without it the table gets a placeholder that a
+    checkpoint's state dict replaces.
     """
     cfg = plan.sasrec
-    if row_order is not None and plan.row_order != "cooccurrence":
-        raise ConfigError(f"a row_order tensor is for compress.row_order='cooccurrence'; this plan's is {plan.row_order!r}")
+    if row_order is not None and plan.row_order not in COMPUTED_ORDERS:
+        raise ConfigError(f"a row_order tensor is for compress.row_order in {COMPUTED_ORDERS}; this plan's is {plan.row_order!r}")
     with torch.device(device or "cpu"):
         if plan.method == "dense":
             return build_sasrec(cfg, num_items)
@@ -283,7 +286,7 @@ def build_student(plan: StudentPlan, num_items: int, device: str | None = None,
         order = row_order
         if plan.row_order == "random":
             order = random_row_order(num_items, plan.row_seed)
-        elif plan.row_order == "cooccurrence" and order is None:
+        elif plan.row_order in COMPUTED_ORDERS and order is None:
             order = torch.arange(num_items + 1, device="cpu")  # placeholder: load_state_dict sets the order
         table = TTEmbedding(num_items, cfg.dim, emb_shape, scoring=plan.scoring, row_order=order)  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import CheckpointError, atomic_write_json, save_checkpoint
 from ..compress.distill import DistillConfig, DistillHeads, distill_losses
 from ..compress.layers import TTEmbedding
-from ..compress.ordering import cooccurrence_row_order
+from ..compress.ordering import cooccurrence_row_order, embedding_row_order
 from ..compress.student import CompressionConfig, build_student, init_from_teacher, plan_student
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
@@ -103,6 +103,8 @@ def compress_teacher(
     order = None
     if plan.row_order == "cooccurrence":
         order = cooccurrence_row_order(data.train, data.num_items, plan.block_rows())
+    elif plan.row_order == "teacher":
+        order = embedding_row_order(teacher.item_embedding.to_dense(), plan.block_rows(), seed=plan.row_seed)
     student = build_student(plan, data.num_items, row_order=order)
     init_errors = init_from_teacher(student, teacher) if plan.method != "dense" else {}
     heads = DistillHeads(plan.sasrec.dim) if cfg.distill.needs_heads else None

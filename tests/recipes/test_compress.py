@@ -52,7 +52,7 @@ def test_baselines_train_without_distillation(tmp_path, teacher_ckpt, tiny_datas
 
 @pytest.mark.slow
 @pytest.mark.parametrize("order", ["compress.row_order=random", "compress.row_order=cooccurrence",
-                                   "compress.row_order=as_loaded"])
+                                   "compress.row_order=teacher", "compress.row_order=as_loaded"])
 def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, order):
     cfg = student_cfg(order, "compress.row_seed=3", *[f"distill.{k}={v}" for k, v in NO_DISTILL.items()])
     res = compress_teacher(teacher_ckpt, cfg, tmp_path, progress=False, dataset=tiny_dataset)
