@@ -31,7 +31,7 @@ from ..models import SASRecConfig
 from ..models.loading import load_model
 from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch_seed, peak_rss_mb,
                   restore_best, weights_bytes)
-from .train import TrainConfig, position_scale, validation_record, validation_value
+from .train import TrainConfig, position_scale, scheduled_lr, set_lr, validation_record, validation_value
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,9 @@ def compress_teacher(
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         steps = 0
-        for inp, tgt in tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
-                             disable=not progress):
+        for i, (inp, tgt) in enumerate(tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}",
+                                            leave=False, disable=not progress)):
+            set_lr(opt, scheduled_lr(cfg.train, epoch * len(batches) + i, cfg.train.epochs * len(batches)))
             losses = distill_losses(student, teacher, heads, inp, tgt, hot, cfg.distill)
             opt.zero_grad(set_to_none=True)
             scale = position_scale(tgt, batches.positions_per_batch, cfg.train.position_weight)
@@ -151,7 +152,8 @@ def compress_teacher(
             raise TrainingDiverged(f"epoch {epoch + 1}: student loss is {means['total']}; lower train.lr")
         student.eval()
         valid = evaluator(student.predict)
-        record = {"loss": means["total"], **{f"loss_{k}": v for k, v in means.items() if k != "total"},
+        record = {"loss": means["total"], "lr": opt.param_groups[0]["lr"],
+                  **{f"loss_{k}": v for k, v in means.items() if k != "total"},
                   **validation_record(valid, metric), "train_s": train_s,
                   "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
         value = validation_value(valid, metric)

@@ -36,7 +36,8 @@ from .run import (EarlyStopping, RunDir, TrainingDiverged, elapsed_before, epoch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "validation_record", "position_scale"]
+__all__ = ["TrainConfig", "TeacherRunConfig", "train_teacher", "validation_record", "position_scale", "scheduled_lr",
+           "set_lr"]
 
 
 @dataclass
@@ -61,6 +62,10 @@ class TrainConfig:
     # a batch of short histories weighs up to max_len times one in a batch of long ones
     # (uniform raised Beauty's full-ranking NDCG@10 from 0.0497 to 0.0558; README)
     position_weight: Literal["batch", "uniform"] = "uniform"
+    # "constant", or "cosine": decay per step from lr to lr * min_lr_ratio over train.epochs
+    # (computed from the step index, so a resumed run continues the same curve)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
     patience: int = 10  # validation rounds without improvement before stopping
     # validation metric used for selection: full ranking ("NDCG@10") or, prefixed with
     # "sampled_", the sampled protocol ("sampled_NDCG@10")
@@ -73,6 +78,9 @@ class TrainConfig:
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
+              f"must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         check(0.0 < self.beta2 < 1.0, "train.beta2", f"must be in (0, 1), got {self.beta2}")
         check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         check(self.loss in LOSSES, "train.loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
@@ -112,6 +120,20 @@ def position_scale(tgt: torch.Tensor, mean_positions: float, weight: str) -> flo
     if weight == "batch":
         return 1.0
     return int((tgt != 0).sum()) / mean_positions
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) of ``total_steps`` under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min(step / max(total_steps - 1, 1), 1.0)
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + 0.5 * (cfg.lr - low) * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def validation_record(result: dict[str, Any], metric: str) -> dict[str, float]:
@@ -162,8 +184,9 @@ def train_teacher(
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch))
         t0 = time.perf_counter()
         total, steps = 0.0, 0
-        for inp, tgt in tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
-                             disable=not progress):
+        for i, (inp, tgt) in enumerate(tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}",
+                                            leave=False, disable=not progress)):
+            set_lr(opt, scheduled_lr(cfg.train, epoch * len(batches) + i, cfg.train.epochs * len(batches)))
             loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives,
                                   reduction=cfg.train.negative_reduction,
                                   exclude_seen=cfg.train.exclude_seen_negatives)
@@ -181,7 +204,7 @@ def train_teacher(
         model.eval()
         t1 = time.perf_counter()
         valid = evaluator(model.predict)
-        record = {"loss": mean_loss, **validation_record(valid, metric), "train_s": train_s,
+        record = {"loss": mean_loss, "lr": opt.param_groups[0]["lr"], **validation_record(valid, metric), "train_s": train_s,
                   "eval_s": time.perf_counter() - t1, "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
         value = validation_value(valid, metric)
         stopper.update(model, value, record)

@@ -6,7 +6,7 @@ from edgerec.checkpoint import load_checkpoint
 from edgerec.config import ConfigError
 from edgerec.eval import Evaluator
 from edgerec.models.loading import load_model
-from edgerec.recipes.train import TeacherRunConfig, TrainConfig, position_scale, train_teacher
+from edgerec.recipes.train import TeacherRunConfig, TrainConfig, position_scale, scheduled_lr, train_teacher
 from tests.conftest import tiny_data_config, tiny_model_config
 
 
@@ -34,8 +34,12 @@ def test_loss_falls_and_model_beats_popularity(tmp_path, tiny_dataset, loss, mar
     assert payload["config"]["train"]["loss"] == loss
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_dataset, monkeypatch):
-    straight = train_teacher(run_config(), tmp_path / "a", progress=False, dataset=tiny_dataset)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_dataset, monkeypatch, schedule):
+    def run_config_(**kw):
+        return run_config(lr_schedule=schedule, min_lr_ratio=0.1, **kw)
+
+    straight = train_teacher(run_config_(), tmp_path / "a", progress=False, dataset=tiny_dataset)
 
     real_loss = train_mod.next_item_loss
     calls = {"n": 0}
@@ -48,14 +52,14 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_dataset, monk
 
     monkeypatch.setattr(train_mod, "next_item_loss", crashing_loss)
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(run_config(), tmp_path / "b", progress=False, dataset=tiny_dataset)
+        train_teacher(run_config_(), tmp_path / "b", progress=False, dataset=tiny_dataset)
     monkeypatch.setattr(train_mod, "next_item_loss", real_loss)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["training"]["state"]["epoch"] == 2
     assert not (tmp_path / "b" / "model.pt").exists()
 
     with pytest.raises(ConfigError, match="pass resume=True"):
-        train_teacher(run_config(), tmp_path / "b", progress=False, dataset=tiny_dataset)
-    resumed = train_teacher(run_config(), tmp_path / "b", resume=True, progress=False, dataset=tiny_dataset)
+        train_teacher(run_config_(), tmp_path / "b", progress=False, dataset=tiny_dataset)
+    resumed = train_teacher(run_config_(), tmp_path / "b", resume=True, progress=False, dataset=tiny_dataset)
 
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     elapsed = [h["elapsed_s"] for h in resumed["history"]]
@@ -65,6 +69,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_dataset, monk
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
     assert resumed["test"]["full"]["all"] == straight["test"]["full"]["all"]
+    lrs = [h["lr"] for h in straight["history"]]  # the last step's rate of each epoch
+    assert lrs == [h["lr"] for h in resumed["history"]]
+    if schedule == "constant":
+        assert lrs == [3e-3] * 4
+    else:  # falls every epoch, to lr * min_lr_ratio at the last step
+        assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(3e-4)
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_dataset):
@@ -107,3 +117,15 @@ def test_uniform_position_weight_gives_every_position_the_same_weight():
     assert per_position == pytest.approx([1 / mean, 1 / mean])
     with pytest.raises(ConfigError, match="train.position_weight"):
         TrainConfig(position_weight="sqrt")
+
+
+def test_cosine_schedule_by_hand():
+    cos = TrainConfig(lr=1.0, lr_schedule="cosine", min_lr_ratio=0.2)
+    assert [scheduled_lr(cos, i, 5) for i in range(5)] == pytest.approx(
+        [1.0, 0.2 + 0.4 * (1 + 2**-0.5), 0.6, 0.2 + 0.4 * (1 - 2**-0.5), 0.2])
+    assert scheduled_lr(cos, 9, 5) == pytest.approx(0.2)  # past the end: stays at the floor
+    assert scheduled_lr(TrainConfig(lr=0.5), 3, 5) == 0.5
+    with pytest.raises(ConfigError, match="train.lr_schedule: must be 'constant' or 'cosine', got 'step'"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ConfigError, match=r"train.min_lr_ratio: must be in \[0, 1\], got 1.5"):
+        TrainConfig(min_lr_ratio=1.5)
