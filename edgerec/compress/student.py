@@ -66,8 +66,9 @@ class CompressionConfig:
     # Which TT grid row holds each item (see TTEmbedding): "as_loaded" (row = item id), "random" (a
     # seeded shuffle), "cooccurrence" (items clicked one after the other share first-core blocks;
     # computed from the training data) or "teacher" (items with similar teacher embeddings share
-    # blocks, and similar offsets within them; see ordering.embedding_row_order). None: "cooccurrence" for a factorised table (the most
-    # accurate on every dataset measured), "as_loaded" for method "dense". Bundles bake it into
+    # blocks, and similar offsets within them; see ordering.embedding_row_order; it trained a
+    # weaker student on Beauty). None: "cooccurrence" for a factorised table (the most accurate
+    # on every dataset measured), "as_loaded" for method "dense". Bundles bake it into
     # item_ids.txt.
     row_order: Literal["as_loaded", "random", "cooccurrence", "teacher"] | None = None
     row_seed: int = 0  # "random" and "teacher"
