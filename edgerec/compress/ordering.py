@@ -180,7 +180,7 @@ def embedding_row_order(table: torch.Tensor, width: int, iters: int = 10, seed: 
     means /= np.maximum(np.bincount(block, minlength=len(caps)), 1)[:, None]
     residual = x - means[block]
     # offsets offered by the blocks: block 0 lacks offset 0 (padding), the last block its tail
-    slots = [np.arange(1 if b == 0 else 0, (1 if b == 0 else 0) + int(c)) for b, c in enumerate(caps)]
+    slots = [np.arange(int(b == 0), int(b == 0) + int(c)) for b, c in enumerate(caps)]
     offer = np.bincount(np.concatenate(slots), minlength=width)
     offset_centres_of = _balanced_kmeans(residual, offer, iters, rng)
     centres = np.zeros((width, x.shape[1]))

@@ -204,8 +204,9 @@ def train_teacher(
         model.eval()
         t1 = time.perf_counter()
         valid = evaluator(model.predict)
-        record = {"loss": mean_loss, "lr": opt.param_groups[0]["lr"], **validation_record(valid, metric), "train_s": train_s,
-                  "eval_s": time.perf_counter() - t1, "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
+        record = {"loss": mean_loss, "lr": opt.param_groups[0]["lr"], **validation_record(valid, metric),
+                  "train_s": train_s, "eval_s": time.perf_counter() - t1,
+                  "elapsed_s": elapsed_before(stopper) + time.perf_counter() - t0}
         value = validation_value(valid, metric)
         stopper.update(model, value, record)
         logger.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f @ %d), %.1fs train", epoch + 1, mean_loss, metric,
