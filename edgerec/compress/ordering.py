@@ -121,8 +121,12 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(centres)
 
 
-def _balanced_kmeans(x: np.ndarray, caps: np.ndarray, iters: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means whose cluster ``j`` takes exactly ``caps[j]`` points; returns each point's cluster.
+def _balanced_kmeans(x: np.ndarray, caps: np.ndarray, iters: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k-means whose cluster ``j`` takes exactly ``caps[j]`` points.
+
+    Returns each point's cluster (n,) and the centres (k, dim): the mean of each cluster's
+    points, or for a cluster with no room (``caps[j] == 0``) its seed.
 
     Each assignment step is greedy: points sure of their nearest centre (largest gap to
     the second nearest) choose first, and a full cluster passes a point to its next
@@ -151,7 +155,7 @@ def _balanced_kmeans(x: np.ndarray, caps: np.ndarray, iters: int, rng: np.random
         counts = np.bincount(assign, minlength=k)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
-    return assign
+    return assign, centres
 
 
 def embedding_row_order(table: torch.Tensor, width: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
@@ -170,22 +174,18 @@ def embedding_row_order(table: torch.Tensor, width: int, iters: int = 10, seed: 
 
     if width < 1:
         raise ValueError(f"width: expected >= 1 rows per block, got {width}")
+    if iters < 1:
+        raise ValueError(f"iters: expected >= 1 k-means iterations, got {iters}")
     x = table.detach().to("cpu", torch.float64).numpy()[1:]  # (num_items, dim)
     num_items = len(x)
     caps = _block_capacities(num_items, width)
     rng = np.random.default_rng(seed)
-    block = _balanced_kmeans(x, caps, iters, rng)  # (num_items,) in [0, blocks)
-    means = np.zeros((len(caps), x.shape[1]))
-    np.add.at(means, block, x)
-    means /= np.maximum(np.bincount(block, minlength=len(caps)), 1)[:, None]
+    block, means = _balanced_kmeans(x, caps, iters, rng)  # (num_items,) in [0, blocks); (blocks, dim)
     residual = x - means[block]
     # offsets offered by the blocks: block 0 lacks offset 0 (padding), the last block its tail
     slots = [np.arange(int(b == 0), int(b == 0) + int(c)) for b, c in enumerate(caps)]
     offer = np.bincount(np.concatenate(slots), minlength=width)
-    offset_centres_of = _balanced_kmeans(residual, offer, iters, rng)
-    centres = np.zeros((width, x.shape[1]))
-    np.add.at(centres, offset_centres_of, residual)
-    centres /= np.maximum(offer, 1)[:, None]
+    _, centres = _balanced_kmeans(residual, offer, iters, rng)  # (width, dim)
     # Padding holds offset 0 of block 0: give label 0 to the centre block 0's items leave unused.
     used = linear_sum_assignment(_sq_distances(residual[block == 0], centres))[1]
     free = int(np.setdiff1d(np.arange(width), used)[0]) if len(used) < width else 0

@@ -135,7 +135,7 @@ def compress_teacher(
         steps = 0
         for i, (inp, tgt) in enumerate(tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}",
                                             leave=False, disable=not progress)):
-            set_lr(opt, scheduled_lr(cfg.train, epoch * len(batches) + i, cfg.train.epochs * len(batches)))
+            set_lr(opt, scheduled_lr(cfg.train, epoch, i, len(batches)))
             losses = distill_losses(student, teacher, heads, inp, tgt, hot, cfg.distill)
             opt.zero_grad(set_to_none=True)
             scale = position_scale(tgt, batches.positions_per_batch, cfg.train.position_weight)

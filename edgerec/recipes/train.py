@@ -122,10 +122,14 @@ def position_scale(tgt: torch.Tensor, mean_positions: float, weight: str) -> flo
     return int((tgt != 0).sum()) / mean_positions
 
 
-def scheduled_lr(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based) of ``total_steps`` under ``cfg.lr_schedule``."""
+def scheduled_lr(cfg: TrainConfig, epoch: int, batch: int, batches_per_epoch: int) -> float:
+    """Learning rate of batch ``batch`` of epoch ``epoch`` (both 0-based) under ``cfg.lr_schedule``.
+
+    The cosine schedule spans ``cfg.epochs * batches_per_epoch`` optimiser steps.
+    """
     if cfg.lr_schedule == "constant":
         return cfg.lr
+    step, total_steps = epoch * batches_per_epoch + batch, cfg.epochs * batches_per_epoch
     progress = min(step / max(total_steps - 1, 1), 1.0)
     low = cfg.lr * cfg.min_lr_ratio
     return low + 0.5 * (cfg.lr - low) * (1.0 + math.cos(math.pi * progress))
@@ -186,7 +190,7 @@ def train_teacher(
         total, steps = 0.0, 0
         for i, (inp, tgt) in enumerate(tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}",
                                             leave=False, disable=not progress)):
-            set_lr(opt, scheduled_lr(cfg.train, epoch * len(batches) + i, cfg.train.epochs * len(batches)))
+            set_lr(opt, scheduled_lr(cfg.train, epoch, i, len(batches)))
             loss = next_item_loss(cfg.train.loss, model, inp, tgt, negatives=cfg.train.negatives,
                                   reduction=cfg.train.negative_reduction,
                                   exclude_seen=cfg.train.exclude_seen_negatives)

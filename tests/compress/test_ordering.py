@@ -73,3 +73,7 @@ def test_embedding_order_fills_partial_blocks():
     table = torch.randn(24, 8, generator=torch.Generator().manual_seed(1))  # 23 items + padding, width 5: 5 blocks
     order = embedding_row_order(table, 5, seed=2)
     assert sorted(order.tolist()) == list(range(24)) and order[0] == 0
+    one_block = embedding_row_order(table[:4], 5)  # one block; no item can take offset 0 or 4
+    assert sorted(one_block.tolist()) == [0, 1, 2, 3] and one_block[0] == 0
+    with pytest.raises(ValueError, match="iters: expected >= 1 k-means iterations, got 0"):
+        embedding_row_order(table, 5, iters=0)

@@ -120,11 +120,13 @@ def test_uniform_position_weight_gives_every_position_the_same_weight():
 
 
 def test_cosine_schedule_by_hand():
-    cos = TrainConfig(lr=1.0, lr_schedule="cosine", min_lr_ratio=0.2)
-    assert [scheduled_lr(cos, i, 5) for i in range(5)] == pytest.approx(
-        [1.0, 0.2 + 0.4 * (1 + 2**-0.5), 0.6, 0.2 + 0.4 * (1 - 2**-0.5), 0.2])
-    assert scheduled_lr(cos, 9, 5) == pytest.approx(0.2)  # past the end: stays at the floor
-    assert scheduled_lr(TrainConfig(lr=0.5), 3, 5) == 0.5
+    expected = [1.0, 0.2 + 0.4 * (1 + 2**-0.5), 0.6, 0.2 + 0.4 * (1 - 2**-0.5), 0.2]
+    one_epoch = TrainConfig(lr=1.0, lr_schedule="cosine", min_lr_ratio=0.2, epochs=1)
+    assert [scheduled_lr(one_epoch, 0, i, 5) for i in range(5)] == pytest.approx(expected)
+    five_epochs = TrainConfig(lr=1.0, lr_schedule="cosine", min_lr_ratio=0.2, epochs=5)
+    assert [scheduled_lr(five_epochs, e, 0, 1) for e in range(5)] == pytest.approx(expected)
+    assert scheduled_lr(one_epoch, 1, 4, 5) == pytest.approx(0.2)  # past the end: stays at the floor
+    assert scheduled_lr(TrainConfig(lr=0.5), 3, 0, 5) == 0.5
     with pytest.raises(ConfigError, match="train.lr_schedule: must be 'constant' or 'cosine', got 'step'"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ConfigError, match=r"train.min_lr_ratio: must be in \[0, 1\], got 1.5"):
