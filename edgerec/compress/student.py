@@ -48,6 +48,7 @@ class RatioUnreachable(ConfigError):
 ROW_ORDERS = ("as_loaded", "random", "cooccurrence", "teacher")
 # orders computed when the student is made (from the data or the teacher), then carried by its state dict
 COMPUTED_ORDERS = ("cooccurrence", "teacher")
+OVERSHOOT = 1.1  # warn when the planned ratio passes the target by more than this factor
 
 
 @dataclass
@@ -265,6 +266,21 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
     plan.params = count_params(build_student(plan, num_items, device="meta"))
     logger.info("student plan: %s table %s x %s ranks %s (t=%d), linear rank %d -> %d params, ratio %.1f",
                 comp.method, emb.row_factors, emb.col_factors, emb.ranks, t, lin_rank, plan.params, plan.ratio)
+    if plan.ratio > OVERSHOOT * comp.ratio:
+        # Ranks move in whole steps (multiples of t), and near the budget the next may not fit. The linear
+        # share is a rule of thumb: say which larger linear rank the leftover would pay for.
+        better = 0
+        if comp.linears and not comp.linear_rank:
+            for r in (r for r in ranks if r > lin_rank):
+                extra = lin_params(r) - linear_cost
+                if plan.params + extra > budget or lin_params(r) >= weights_dense:
+                    break
+                better = r
+        hint = (f"compress.linear_rank={better} would reach "
+                f"{teacher_params / (plan.params + lin_params(better) - linear_cost):.1f}x"
+                if better else "set compress.embedding_rank / compress.linear_rank to place the ranks yourself")
+        logger.warning("compress.ratio=%g: the planned student is %.1fx (%d parameters of a %d budget) because the "
+                       "next rank step does not fit; %s", comp.ratio, plan.ratio, plan.params, int(budget), hint)
     return plan
 
 

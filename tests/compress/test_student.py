@@ -30,6 +30,21 @@ def test_plan_meets_the_ratio_on_the_whole_model(method, ratio):
         assert student.item_embedding.shape.t == (2 if method == "stp" else 1)
 
 
+def test_a_plan_far_past_its_target_says_which_rank_would_use_the_budget(caplog):
+    # Video-sized teacher at 100x: table rank 6 does not fit, rank 4 leaves 19% of the budget.
+    cfg = tiny_model_config(dim=64, blocks=2, heads=1, max_len=50, norm="sasrec", activation="relu")
+    with caplog.at_level("WARNING", logger="edgerec.compress.student"):
+        plan = plan_student(cfg, 23698, CompressionConfig(ratio=100))
+    assert (plan.params, round(plan.ratio, 1)) == (12688, 123.8)
+    assert "compress.linear_rank=4 would reach 107.5x" in caplog.text
+    hinted = plan_student(cfg, 23698, CompressionConfig(ratio=100, linear_rank=4))
+    assert round(hinted.ratio, 1) == 107.5
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgerec.compress.student"):
+        plan_student(cfg, 23698, CompressionConfig(ratio=30))  # 31.2x: close enough, no warning
+    assert caplog.text == ""
+
+
 def test_stp_reaches_higher_ratios_than_plain_tt_at_equal_rank():
     cfg = tiny_model_config(dim=16)
     stp = plan_student(cfg, N, CompressionConfig(method="stp", ratio=2, embedding_rank=8, linear_rank=4))
