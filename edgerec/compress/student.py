@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -169,6 +170,16 @@ def _dense_params(cfg: SASRecConfig, num_items: int) -> int:
         return count_params(build_sasrec(cfg, num_items))
 
 
+def _largest_rank(ranks: list[int], fits: Callable[[int], bool]) -> int:
+    """The last of the increasing ``ranks`` before the first that does not fit (0 if none fits)."""
+    best = 0
+    for r in ranks:
+        if not fits(r):
+            break
+        best = r
+    return best
+
+
 def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig) -> StudentPlan:
     """Choose the student's shapes and ranks so that teacher/student parameters >= ``comp.ratio``."""
     teacher_params = _dense_params(teacher, num_items)
@@ -232,22 +243,15 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
                 raise ConfigError(f"compress.linear_rank={lin_rank} must be a multiple of t={t}")
         else:
             share = comp.linear_share * max(budget - fixed, 0)
-            lin_rank = t
-            for r in ranks:
-                if lin_params(r) > share or lin_params(r) >= weights_dense:
-                    break
-                lin_rank = r
+            lin_rank = _largest_rank(ranks, lambda r: lin_params(r) <= share and lin_params(r) < weights_dense) or t
     linear_cost = lin_params(lin_rank) if comp.linears else 0
     if comp.embedding_rank:
         emb_rank = comp.embedding_rank
         if not valid_rank(emb_shape, emb_rank):
             raise ConfigError(f"compress.embedding_rank={emb_rank} must be a multiple of t={t}")
     else:
-        emb_rank = 0
-        for r in ranks:
-            if fixed + linear_cost + emb_shape(r).num_params() > budget or emb_shape(r).num_params() >= table_dense:
-                break
-            emb_rank = r
+        emb_rank = _largest_rank(ranks, lambda r: fixed + linear_cost + emb_shape(r).num_params() <= budget
+                                 and emb_shape(r).num_params() < table_dense)
         if emb_rank == 0:
             smallest = fixed + linear_cost + emb_shape(t).num_params()
             raise RatioUnreachable(
@@ -271,14 +275,11 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
         # share is a rule of thumb: say which larger linear rank the leftover would pay for.
         better = 0
         if comp.linears and not comp.linear_rank:
-            for r in (r for r in ranks if r > lin_rank):
-                extra = lin_params(r) - linear_cost
-                if plan.params + extra > budget or lin_params(r) >= weights_dense:
-                    break
-                better = r
+            better = _largest_rank(ranks, lambda r: plan.params + lin_params(r) - linear_cost <= budget
+                                   and lin_params(r) < weights_dense)
         hint = (f"compress.linear_rank={better} would reach "
                 f"{teacher_params / (plan.params + lin_params(better) - linear_cost):.1f}x"
-                if better else "set compress.embedding_rank / compress.linear_rank to place the ranks yourself")
+                if better > lin_rank else "set compress.embedding_rank / compress.linear_rank to place the ranks yourself")
         logger.warning("compress.ratio=%g: the planned student is %.1fx (%d parameters of a %d budget) because the "
                        "next rank step does not fit; %s", comp.ratio, plan.ratio, plan.params, int(budget), hint)
     return plan
