@@ -270,18 +270,32 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
     plan.params = count_params(build_student(plan, num_items, device="meta"))
     logger.info("student plan: %s table %s x %s ranks %s (t=%d), linear rank %d -> %d params, ratio %.1f",
                 comp.method, emb.row_factors, emb.col_factors, emb.ranks, t, lin_rank, plan.params, plan.ratio)
-    if plan.ratio > OVERSHOOT * comp.ratio:
+    fixed_ranks = [f"compress.{name}={value}" for name, value in
+                   (("embedding_rank", comp.embedding_rank), ("linear_rank", comp.linear_rank if comp.linears else 0)) if value]
+    if plan.ratio < comp.ratio:  # only fixed ranks can pass the budget; they take precedence over the ratio
+        logger.warning("compress.ratio=%g: the fixed ranks (%s) give a student of %d parameters, %.1fx, short of the "
+                       "target; lower them, or leave them at 0 to plan from the ratio", comp.ratio, " and ".join(fixed_ranks),
+                       plan.params, plan.ratio)
+    elif plan.ratio > OVERSHOOT * comp.ratio:
         # Ranks move in whole steps (multiples of t), and near the budget the next may not fit. The linear
         # share is a rule of thumb: say which larger linear rank the leftover would pay for.
         better = 0
         if comp.linears and not comp.linear_rank:
             better = _largest_rank(ranks, lambda r: plan.params + lin_params(r) - linear_cost <= budget
                                    and lin_params(r) < weights_dense)
-        hint = (f"compress.linear_rank={better} would reach "
-                f"{teacher_params / (plan.params + lin_params(better) - linear_cost):.1f}x"
-                if better > lin_rank else "set compress.embedding_rank / compress.linear_rank to place the ranks yourself")
-        logger.warning("compress.ratio=%g: the planned student is %.1fx (%d parameters of a %d budget) because the "
-                       "next rank step does not fit; %s", comp.ratio, plan.ratio, plan.params, int(budget), hint)
+        if comp.embedding_rank:
+            reason = f"{' and '.join(fixed_ranks)} {'are' if len(fixed_ranks) > 1 else 'is'} fixed"
+        else:
+            reason = "the next table rank step does not fit"
+        if better > lin_rank:
+            hint = (f"compress.linear_rank={better} would reach "
+                    f"{teacher_params / (plan.params + lin_params(better) - linear_cost):.1f}x")
+        elif fixed_ranks:
+            hint = "raise the fixed ranks to spend the budget"
+        else:
+            hint = "set compress.embedding_rank / compress.linear_rank to place the ranks yourself"
+        logger.warning("compress.ratio=%g: the planned student is %.1fx (%d parameters of a %d budget) because %s; %s",
+                       comp.ratio, plan.ratio, plan.params, int(budget), reason, hint)
     return plan
 
 

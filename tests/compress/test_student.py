@@ -45,6 +45,21 @@ def test_a_plan_far_past_its_target_says_which_rank_would_use_the_budget(caplog)
     assert caplog.text == ""
 
 
+def test_fixed_ranks_that_miss_or_pass_the_target_are_named(caplog):
+    cfg = tiny_model_config(dim=64, blocks=2, heads=1, max_len=50, norm="sasrec", activation="relu")
+    with caplog.at_level("WARNING", logger="edgerec.compress.student"):
+        short = plan_student(cfg, 23698, CompressionConfig(ratio=100, embedding_rank=32, linear_rank=8))
+    assert short.ratio < 100
+    assert "the fixed ranks (compress.embedding_rank=32 and compress.linear_rank=8)" in caplog.text
+    assert "short of the target" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgerec.compress.student"):
+        far = plan_student(cfg, 23698, CompressionConfig(ratio=10, embedding_rank=4))
+    assert far.ratio > 1.1 * 10
+    assert "because compress.embedding_rank=4 is fixed" in caplog.text
+    assert "next table rank step" not in caplog.text
+
+
 def test_stp_reaches_higher_ratios_than_plain_tt_at_equal_rank():
     cfg = tiny_model_config(dim=16)
     stp = plan_student(cfg, N, CompressionConfig(method="stp", ratio=2, embedding_rank=8, linear_rank=4))
