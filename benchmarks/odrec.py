@@ -15,8 +15,9 @@ records parameters, weight bytes, ratio, HR/NDCG/MRR@5/10/20 overall and for tai
 and the batch-1 latency of scoring all items with the table factorised and materialised.
 Prints a table, writes JSON and a size/accuracy plot next to it.
 
-Each run lives in its own directory under --out; a finished run is reused and an
-interrupted one resumes, so re-running the command continues where it stopped.
+Each run lives in its own directory under --out; an interrupted run resumes, and a
+finished one is reused when its saved settings match the request (otherwise the script
+stops and names the differences), so re-running the command continues where it stopped.
 
     python benchmarks/odrec.py --teacher runs/bench-beauty/model.pt --out runs/odrec-beauty \
         [--ratio 30] [--sweep 10,30,60,100] [--epochs 30] [KEY=VALUE overrides for every student]
@@ -37,7 +38,7 @@ import torch
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.student import RatioUnreachable, inference_model
-from edgerec.config import apply_overrides
+from edgerec.config import ConfigError, apply_overrides, config_to_dict
 from edgerec.models.loading import load_model
 from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
 
@@ -76,15 +77,44 @@ def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, run
     return statistics.median(times)
 
 
+def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig) -> list[str]:
+    """Where a finished run's saved config differs from the requested one ("key: saved -> requested").
+
+    Settings the saved config does not record (runs older than the setting) are not compared.
+    A run finished with three table cores matches a request for two: the benchmark falls back
+    to three when two cannot reach the ratio.
+    """
+    requested = {k: v for k, v in config_to_dict(cfg).items() if k in ("compress", "distill", "train")}
+    diff = []
+    saved_teacher = saved.get("teacher", {}).get("path")
+    if saved_teacher is not None and Path(saved_teacher).resolve() != teacher.resolve():
+        diff.append(f"teacher: {saved['teacher']['path']!r} -> {str(teacher)!r}")
+    for section, values in requested.items():
+        for key, value in values.items():
+            if key not in saved.get(section, {}):
+                continue
+            have = saved[section][key]
+            if (section, key) == ("compress", "embedding_cores") and (have, value) == (3, 2):
+                continue
+            if have != value:
+                diff.append(f"{section}.{key}: {have!r} -> {value!r}")
+    return diff
+
+
 def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: dict, extra: list[str]) -> dict:
     results = out / "results.json"
-    if results.exists():
-        logger.info("reusing %s", results)
-        return json.loads(results.read_text())
     if method == "dense":  # a dense table has no row order; the other variants' setting does not apply
         extra = [e for e in extra if not e.startswith(("compress.row_order=", "compress.row_seed="))]
     cfg = apply_overrides(CompressRunConfig(), [f"compress.method={method}", f"compress.ratio={ratio}",
                                                 *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
+    if results.exists():
+        finished = json.loads(results.read_text())
+        diff = stale_settings(finished.get("config", {}), teacher, cfg)
+        if diff:
+            raise ConfigError(f"{results}: this finished run used other settings than requested ({'; '.join(diff)}); "
+                              "choose another --out, or remove the directory to retrain")
+        logger.info("reusing %s", results)
+        return finished
     try:
         return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
     except RatioUnreachable as exc:

@@ -1,0 +1,70 @@
+"""benchmarks/odrec.py reuses a finished run only when it was made with the requested settings."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from edgerec.config import ConfigError, config_to_dict
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "odrec.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_odrec", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finished_run(bench, out: Path, teacher: Path, ratio: float, *extra: str, drop: str | None = None) -> dict:
+    cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", f"compress.ratio={ratio}",
+                                                            *bench.STUDENT_DEFAULTS, *extra])
+    saved = {**config_to_dict(cfg), "teacher": {"path": str(teacher), "params": 1000}}
+    if drop:  # a run older than this setting
+        del saved["compress"][drop]
+    results = {"config": saved, "marker": "finished"}
+    out.mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps(results))
+    return results
+
+
+@pytest.fixture
+def no_training(bench, monkeypatch):
+    def train(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+    monkeypatch.setattr(bench, "compress_teacher", train)
+
+
+def run(bench, out, teacher, ratio, *extra):
+    return bench.run_student(teacher, out, "stp", ratio, {}, [*bench.STUDENT_DEFAULTS, *extra])
+
+
+def test_a_finished_run_with_the_requested_settings_is_reused(bench, tmp_path, no_training):
+    teacher = tmp_path / "teacher" / "model.pt"
+    finished_run(bench, tmp_path / "run", teacher, 30, "train.epochs=15")
+    assert run(bench, tmp_path / "run", teacher, 30, "train.epochs=15")["marker"] == "finished"
+
+
+def test_a_finished_run_with_other_settings_is_refused_naming_them(bench, tmp_path, no_training):
+    teacher = tmp_path / "teacher" / "model.pt"
+    finished_run(bench, tmp_path / "run", teacher, 30, "train.epochs=15")
+    with pytest.raises(ConfigError, match=r"run/results\.json.*compress\.ratio: 30\.0 -> 60\.0"):
+        run(bench, tmp_path / "run", teacher, 60, "train.epochs=15")
+    with pytest.raises(ConfigError, match=r"train\.epochs: 15 -> 40"):
+        run(bench, tmp_path / "run", teacher, 30, "train.epochs=40")
+    with pytest.raises(ConfigError, match=r"teacher: .*other"):
+        run(bench, tmp_path / "run", tmp_path / "other" / "model.pt", 30, "train.epochs=15")
+
+
+def test_settings_a_run_predates_and_the_three_core_fallback_still_match(bench, tmp_path, no_training):
+    teacher = tmp_path / "teacher" / "model.pt"
+    finished_run(bench, tmp_path / "old", teacher, 30, drop="row_order")
+    assert run(bench, tmp_path / "old", teacher, 30, "compress.row_order=teacher")["marker"] == "finished"
+    finished_run(bench, tmp_path / "fallback", teacher, 100, "compress.embedding_cores=3")
+    assert run(bench, tmp_path / "fallback", teacher, 100)["marker"] == "finished"
+    with pytest.raises(ConfigError, match="embedding_cores: 2 -> 3"):
+        finished_run(bench, tmp_path / "two", teacher, 100)
+        run(bench, tmp_path / "two", teacher, 100, "compress.embedding_cores=3")
