@@ -26,6 +26,7 @@ stops and names the differences), so re-running the command continues where it s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -37,8 +38,9 @@ from pathlib import Path
 import torch
 
 from edgerec.checkpoint import atomic_write_json
-from edgerec.compress.student import RatioUnreachable, inference_model
-from edgerec.config import ConfigError, apply_overrides, config_to_dict
+from edgerec.compress.student import RatioUnreachable, StudentPlan, inference_model, plan_student
+from edgerec.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from edgerec.models import SASRecConfig
 from edgerec.models.loading import load_model
 from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
 
@@ -77,14 +79,29 @@ def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, run
     return statistics.median(times)
 
 
-def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig) -> list[str]:
+def _plan(cfg: CompressRunConfig, teacher_model: SASRecConfig, num_items: int) -> StudentPlan:
+    """The plan ``compress_teacher`` makes for ``cfg``, with this script's three-core fallback."""
+    try:
+        return plan_student(teacher_model, num_items, cfg.compress)
+    except RatioUnreachable:
+        if cfg.compress.embedding_cores > 2 or cfg.compress.method == "dense":
+            raise
+        return plan_student(teacher_model, num_items, dataclasses.replace(cfg.compress, embedding_cores=3))
+
+
+def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig,
+                   plan: StudentPlan | None = None) -> list[str]:
     """Where a finished run's saved config differs from the requested one ("key: saved -> requested").
 
-    Settings the saved config does not record (runs older than the setting) are not compared.
-    A run finished with three table cores matches a request for two: the benchmark falls back
-    to three when two cannot reach the ratio.
+    ``plan`` is the student the current planner makes for the request; compared with the
+    saved plan, it catches a run made by an earlier planner. Settings the saved config does
+    not record (runs older than the setting) are not compared. A run finished with three
+    table cores matches a request for two: the benchmark falls back to three when two
+    cannot reach the ratio.
     """
     requested = {k: v for k, v in config_to_dict(cfg).items() if k in ("compress", "distill", "train")}
+    if plan is not None:
+        requested["plan"] = dataclasses.asdict(plan)
     diff = []
     saved_teacher = saved.get("teacher", {}).get("path")
     if saved_teacher is not None and Path(saved_teacher).resolve() != teacher.resolve():
@@ -97,11 +114,26 @@ def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig) -> list[s
             if (section, key) == ("compress", "embedding_cores") and (have, value) == (3, 2):
                 continue
             if have != value:
-                diff.append(f"{section}.{key}: {have!r} -> {value!r}")
+                diff += [f"{section}.{d}" for d in _common_diff(have, value, key)]
     return diff
 
 
-def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: dict, extra: list[str]) -> dict:
+def _common_diff(have: object, want: object, key: str) -> list[str]:
+    """Differences of two JSON-like values, over the dict keys both record."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(have) & set(want)) for d in _common_diff(have[k], want[k], f"{key}.{k}")]
+    if isinstance(have, (list, tuple)) and isinstance(want, (list, tuple)):
+        have, want = list(have), list(want)
+    return [] if have == want else [f"{key}: {have!r} -> {want!r}"]
+
+
+def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: dict, extra: list[str],
+                teacher_model: SASRecConfig | None = None, num_items: int = 0) -> dict:
+    """Train one student into ``out``, or reuse it when finished with the requested settings.
+
+    With ``teacher_model`` (the teacher's SASRec config) and ``num_items`` the reuse check
+    also compares the saved plan with the one the current planner makes.
+    """
     results = out / "results.json"
     if method == "dense":  # a dense table has no row order; the other variants' setting does not apply
         extra = [e for e in extra if not e.startswith(("compress.row_order=", "compress.row_seed="))]
@@ -109,7 +141,8 @@ def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: di
                                                 *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
     if results.exists():
         finished = json.loads(results.read_text())
-        diff = stale_settings(finished.get("config", {}), teacher, cfg)
+        plan = _plan(cfg, teacher_model, num_items) if teacher_model is not None else None
+        diff = stale_settings(finished.get("config", {}), teacher, cfg, plan)
         if diff:
             raise ConfigError(f"{results}: this finished run used other settings than requested ({'; '.join(diff)}); "
                               "choose another --out, or remove the directory to retrain")
@@ -156,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_model, payload = load_model(args.teacher)
     teacher_res = json.loads((args.teacher.parent / "results.json").read_text())
     max_len, n_items = teacher_model.max_len, teacher_model.num_items
+    teacher_cfg = config_from_dict(SASRecConfig, payload["config"]["model"])
     rows = [row("teacher", {**teacher_res, "ratio": 1.0},
                 {"dense": scoring_latency_ms(teacher_model, max_len, n_items)})]
     unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
@@ -170,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         _, method, distill = VARIANTS[variant]
         try:
             res = run_student(args.teacher, args.out / f"{variant}-{ratio:g}x", method, ratio, distill,
-                              [*STUDENT_DEFAULTS, *args.overrides])
+                              [*STUDENT_DEFAULTS, *args.overrides], teacher_cfg, n_items)
         except RatioUnreachable as exc:
             if method != "dense":
                 raise

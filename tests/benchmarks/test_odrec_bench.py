@@ -68,3 +68,22 @@ def test_settings_a_run_predates_and_the_three_core_fallback_still_match(bench, 
     with pytest.raises(ConfigError, match="embedding_cores: 2 -> 3"):
         finished_run(bench, tmp_path / "two", teacher, 100)
         run(bench, tmp_path / "two", teacher, 100, "compress.embedding_cores=3")
+
+
+def test_a_run_from_another_planner_is_refused(bench, tmp_path, no_training):
+    from tests.conftest import tiny_model_config
+
+    teacher, model = tmp_path / "teacher" / "model.pt", tiny_model_config(dim=16)
+    results = finished_run(bench, tmp_path / "run", teacher, 3)
+    cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", "compress.ratio=3",
+                                                            *bench.STUDENT_DEFAULTS])
+    plan = json.loads(json.dumps(bench.dataclasses.asdict(bench._plan(cfg, model, 120))))  # as saved: lists
+    results["config"]["plan"] = plan
+    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
+    assert bench.run_student(teacher, tmp_path / "run", "stp", 3, {}, bench.STUDENT_DEFAULTS,
+                             model, 120)["marker"] == "finished"
+    rank = plan["embedding"]["ranks"][0]
+    results["config"]["plan"]["embedding"]["ranks"] = [rank + 2]
+    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ConfigError, match=rf"plan\.embedding\.ranks: \[{rank + 2}\] -> \[{rank}\]"):
+        bench.run_student(teacher, tmp_path / "run", "stp", 3, {}, bench.STUDENT_DEFAULTS, model, 120)
