@@ -26,7 +26,6 @@ stops and names the differences), so re-running the command continues where it s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import platform
@@ -39,7 +38,7 @@ import torch
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.student import RatioUnreachable, StudentPlan, inference_model, plan_student
-from edgerec.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from edgerec.config import ConfigError, apply_overrides, config_diff, config_from_dict, config_to_dict
 from edgerec.models import SASRecConfig
 from edgerec.models.loading import load_model
 from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
@@ -79,83 +78,60 @@ def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, run
     return statistics.median(times)
 
 
-def _plan(cfg: CompressRunConfig, teacher_model: SASRecConfig, num_items: int) -> StudentPlan:
-    """The plan ``compress_teacher`` makes for ``cfg``, with this script's three-core fallback."""
+def plan_with_fallback(cfg: CompressRunConfig, teacher_model: SASRecConfig, num_items: int) -> StudentPlan:
+    """Plan the student of ``cfg``; where two table cores cannot reach the ratio, plan three.
+
+    Sets ``cfg.compress.embedding_cores`` to the cores planned, so the run trains the
+    student planned here.
+    """
     try:
         return plan_student(teacher_model, num_items, cfg.compress)
-    except RatioUnreachable:
+    except RatioUnreachable as exc:
         if cfg.compress.embedding_cores > 2 or cfg.compress.method == "dense":
             raise
-        return plan_student(teacher_model, num_items, dataclasses.replace(cfg.compress, embedding_cores=3))
+        logger.info("%s; retrying with 3 embedding cores", exc)
+        cfg.compress.embedding_cores = 3
+        return plan_student(teacher_model, num_items, cfg.compress)
 
 
-def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig,
-                   plan: StudentPlan | None = None) -> list[str]:
-    """Where a finished run's saved config differs from the requested one ("key: saved -> requested").
+def stale_settings(saved: dict, teacher: Path, cfg: CompressRunConfig, plan: StudentPlan) -> list[str]:
+    """Where a finished run's saved config differs from the request ("key: saved -> requested").
 
     ``plan`` is the student the current planner makes for the request; compared with the
     saved plan, it catches a run made by an earlier planner. Settings the saved config does
-    not record (runs older than the setting) are not compared. A run finished with three
-    table cores matches a request for two: the benchmark falls back to three when two
-    cannot reach the ratio.
+    not record (runs older than the setting) are not compared.
     """
     requested = {k: v for k, v in config_to_dict(cfg).items() if k in ("compress", "distill", "train")}
-    if plan is not None:
-        requested["plan"] = dataclasses.asdict(plan)
-    diff = []
+    requested["plan"] = config_to_dict(plan)
+    diff = config_diff({k: saved.get(k, {}) for k in requested}, requested, common_only=True)
     saved_teacher = saved.get("teacher", {}).get("path")
     if saved_teacher is not None and Path(saved_teacher).resolve() != teacher.resolve():
-        diff.append(f"teacher: {saved['teacher']['path']!r} -> {str(teacher)!r}")
-    for section, values in requested.items():
-        for key, value in values.items():
-            if key not in saved.get(section, {}):
-                continue
-            have = saved[section][key]
-            if (section, key) == ("compress", "embedding_cores") and (have, value) == (3, 2):
-                continue
-            if have != value:
-                diff += [f"{section}.{d}" for d in _common_diff(have, value, key)]
+        diff.insert(0, f"teacher: {saved_teacher!r} -> {str(teacher)!r}")
     return diff
 
 
-def _common_diff(have: object, want: object, key: str) -> list[str]:
-    """Differences of two JSON-like values, over the dict keys both record."""
-    if isinstance(have, dict) and isinstance(want, dict):
-        return [d for k in sorted(set(have) & set(want)) for d in _common_diff(have[k], want[k], f"{key}.{k}")]
-    if isinstance(have, (list, tuple)) and isinstance(want, (list, tuple)):
-        have, want = list(have), list(want)
-    return [] if have == want else [f"{key}: {have!r} -> {want!r}"]
-
-
 def run_student(teacher: Path, out: Path, method: str, ratio: float, distill: dict, extra: list[str],
-                teacher_model: SASRecConfig | None = None, num_items: int = 0) -> dict:
+                teacher_model: SASRecConfig, num_items: int) -> dict:
     """Train one student into ``out``, or reuse it when finished with the requested settings.
 
-    With ``teacher_model`` (the teacher's SASRec config) and ``num_items`` the reuse check
-    also compares the saved plan with the one the current planner makes.
+    ``teacher_model`` (the teacher's SASRec config) and ``num_items`` plan the student, so
+    the reuse check also compares the saved plan with the one the current planner makes.
     """
     results = out / "results.json"
     if method == "dense":  # a dense table has no row order; the other variants' setting does not apply
         extra = [e for e in extra if not e.startswith(("compress.row_order=", "compress.row_seed="))]
     cfg = apply_overrides(CompressRunConfig(), [f"compress.method={method}", f"compress.ratio={ratio}",
                                                 *[f"distill.{k}={v}" for k, v in distill.items()], *extra])
+    plan = plan_with_fallback(cfg, teacher_model, num_items)
     if results.exists():
         finished = json.loads(results.read_text())
-        plan = _plan(cfg, teacher_model, num_items) if teacher_model is not None else None
         diff = stale_settings(finished.get("config", {}), teacher, cfg, plan)
         if diff:
             raise ConfigError(f"{results}: this finished run used other settings than requested ({'; '.join(diff)}); "
                               "choose another --out, or remove the directory to retrain")
         logger.info("reusing %s", results)
         return finished
-    try:
-        return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
-    except RatioUnreachable as exc:
-        if cfg.compress.embedding_cores > 2 or method == "dense":
-            raise
-        logger.info("%s; retrying with 3 embedding cores", exc)
-        cfg.compress.embedding_cores = 3
-        return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
+    return compress_teacher(teacher, cfg, out, resume=(out / "last.pt").exists(), progress=False)
 
 
 def row(label: str, res: dict, latency: dict[str, float]) -> dict:

@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "config_from_dict",
     "config_to_dict",
+    "config_diff",
     "apply_overrides",
     "load_config_file",
     "check",
@@ -43,6 +44,24 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "", *,
+                common_only: bool = False) -> list[str]:
+    """Where two nested config dicts differ, as ``"dotted.key: a_value -> b_value"``.
+
+    ``common_only`` compares only the keys both record (a config saved before a setting
+    existed is not reported as differing in it); otherwise a key missing on one side
+    compares as None.
+    """
+    out = []
+    keys = set(a) & set(b) if common_only else set(a) | set(b)
+    for k in sorted(keys):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += config_diff(a[k], b[k], f"{prefix}{k}.", common_only=common_only)
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:

@@ -3,7 +3,8 @@ from typing import Literal
 
 import pytest
 
-from edgerec.config import ConfigError, apply_overrides, check, config_from_dict, config_to_dict, load_config_file
+from edgerec.config import (ConfigError, apply_overrides, check, config_diff, config_from_dict, config_to_dict,
+                            load_config_file)
 
 
 @dataclass
@@ -73,3 +74,11 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text('{"inner": {"colour": 1}}')
     with pytest.raises(ConfigError, match=r"cfg\.json: unknown config key"):
         load_config_file(Outer, bad)
+
+
+def test_config_diff_names_dotted_keys_and_compares_common_keys_on_request():
+    saved = {"train": {"epochs": 15, "lr": 0.003}, "compress": {"ratio": 30.0}}
+    asked = {"train": {"epochs": 40, "lr": 0.003, "seed": 1}, "compress": {"ratio": 30.0}}
+    assert config_diff(saved, asked) == ["train.epochs: 15 -> 40", "train.seed: None -> 1"]
+    assert config_diff(saved, asked, common_only=True) == ["train.epochs: 15 -> 40"]
+    assert config_diff(saved, saved) == []

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
-from ..config import ConfigError
+from ..config import ConfigError, config_diff
 
 __all__ = ["RunDir", "EarlyStopping", "epoch_seed", "peak_rss_mb", "TrainingDiverged", "weights_bytes"]
 
@@ -41,16 +41,6 @@ def peak_rss_mb() -> float:
 def weights_bytes(model: nn.Module) -> int:
     """Raw bytes of the model's parameters and buffers (a flat weight file, no container overhead)."""
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _config_diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
-    return out
 
 
 def restore_best(stopper: "EarlyStopping", model: nn.Module) -> None:
@@ -134,7 +124,7 @@ class RunDir:
                 ) -> EarlyStopping:
         """Load ``last.pt`` into the modules and optimiser; refuse if the config or data changed."""
         saved = load_checkpoint(self.last, kind=kind)
-        diff = [d for d in _config_diff(saved["config"], self.cfg) if d.split(":")[0] not in may_change]
+        diff = [d for d in config_diff(saved["config"], self.cfg) if d.split(":")[0] not in may_change]
         if diff:
             raise ConfigError(f"{self.last}: cannot resume, the config differs from the saved run: {diff}")
         if saved["data_fingerprint"] != fingerprint:

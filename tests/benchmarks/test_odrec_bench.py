@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from edgerec.config import ConfigError, config_to_dict
+from tests.conftest import tiny_model_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "odrec.py"
+# A teacher whose students two table cores reach at 30x and 60x but not at 100x (three do).
+MODEL, ITEMS = tiny_model_config(dim=16), 5000
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +23,14 @@ def bench():
 
 
 def finished_run(bench, out: Path, teacher: Path, ratio: float, *extra: str, drop: str | None = None) -> dict:
+    """A results.json as the benchmark saves it, for the request ``ratio`` + ``extra``."""
     cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", f"compress.ratio={ratio}",
                                                             *bench.STUDENT_DEFAULTS, *extra])
-    saved = {**config_to_dict(cfg), "teacher": {"path": str(teacher), "params": 1000}}
-    if drop:  # a run older than this setting
+    plan = bench.plan_with_fallback(cfg, MODEL, ITEMS)
+    saved = {**config_to_dict(cfg), "plan": config_to_dict(plan), "teacher": {"path": str(teacher), "params": 1000}}
+    if drop:  # a run older than this setting (its plan did not record it either)
         del saved["compress"][drop]
+        saved["plan"].pop(drop, None)
     results = {"config": saved, "marker": "finished"}
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps(results))
@@ -39,7 +45,7 @@ def no_training(bench, monkeypatch):
 
 
 def run(bench, out, teacher, ratio, *extra):
-    return bench.run_student(teacher, out, "stp", ratio, {}, [*bench.STUDENT_DEFAULTS, *extra])
+    return bench.run_student(teacher, out, "stp", ratio, {}, [*bench.STUDENT_DEFAULTS, *extra], MODEL, ITEMS)
 
 
 def test_a_finished_run_with_the_requested_settings_is_reused(bench, tmp_path, no_training):
@@ -65,25 +71,17 @@ def test_settings_a_run_predates_and_the_three_core_fallback_still_match(bench, 
     assert run(bench, tmp_path / "old", teacher, 30, "compress.row_order=teacher")["marker"] == "finished"
     finished_run(bench, tmp_path / "fallback", teacher, 100, "compress.embedding_cores=3")
     assert run(bench, tmp_path / "fallback", teacher, 100)["marker"] == "finished"
+    finished_run(bench, tmp_path / "two", teacher, 60)  # two cores reach 60x
     with pytest.raises(ConfigError, match="embedding_cores: 2 -> 3"):
-        finished_run(bench, tmp_path / "two", teacher, 100)
-        run(bench, tmp_path / "two", teacher, 100, "compress.embedding_cores=3")
+        run(bench, tmp_path / "two", teacher, 60, "compress.embedding_cores=3")
 
 
 def test_a_run_from_another_planner_is_refused(bench, tmp_path, no_training):
-    from tests.conftest import tiny_model_config
-
-    teacher, model = tmp_path / "teacher" / "model.pt", tiny_model_config(dim=16)
-    results = finished_run(bench, tmp_path / "run", teacher, 3)
-    cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", "compress.ratio=3",
-                                                            *bench.STUDENT_DEFAULTS])
-    plan = json.loads(json.dumps(bench.dataclasses.asdict(bench._plan(cfg, model, 120))))  # as saved: lists
-    results["config"]["plan"] = plan
-    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
-    assert bench.run_student(teacher, tmp_path / "run", "stp", 3, {}, bench.STUDENT_DEFAULTS,
-                             model, 120)["marker"] == "finished"
-    rank = plan["embedding"]["ranks"][0]
+    teacher = tmp_path / "teacher" / "model.pt"
+    results = finished_run(bench, tmp_path / "run", teacher, 30)
+    assert run(bench, tmp_path / "run", teacher, 30)["marker"] == "finished"
+    rank = results["config"]["plan"]["embedding"]["ranks"][0]
     results["config"]["plan"]["embedding"]["ranks"] = [rank + 2]
     (tmp_path / "run" / "results.json").write_text(json.dumps(results))
     with pytest.raises(ConfigError, match=rf"plan\.embedding\.ranks: \[{rank + 2}\] -> \[{rank}\]"):
-        bench.run_student(teacher, tmp_path / "run", "stp", 3, {}, bench.STUDENT_DEFAULTS, model, 120)
+        run(bench, tmp_path / "run", teacher, 30)
