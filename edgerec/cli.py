@@ -73,6 +73,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.no_distill:
         overrides += [f"distill.{k}={v}" for k, v in NO_DISTILL.items()]
     cfg = apply_overrides(cfg, overrides + list(args.overrides))
+    if args.dry_run:
+        from .compress.student import format_plan
+        from .recipes.compress import plan_from_teacher
+
+        _, desc = plan_from_teacher(args.teacher, cfg.compress)
+        print(format_plan(desc))
+        return 0
     out = Path(args.out) if args.out else _default_out("student")
     res = compress_teacher(args.teacher, cfg, out, resume=args.resume, progress=not args.no_progress,
                            data_source=args.data)
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON config file (sections: compress, distill, train, eval)")
     p.add_argument("--out", help="run directory (default: runs/student-<time>)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the planned student (shapes, ranks, parameters by part) and stop; reads no data")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. distill.kd_weight=0.5 train.epochs=50")
     p.set_defaults(func=cmd_compress)

@@ -24,6 +24,11 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
     assert result["full"]["all"]["NDCG@10"] == pytest.approx(reported["full"]["all"]["NDCG@10"])
 
     student = tmp_path / "student"
+    # a dry run prints the plan and trains nothing
+    assert main(["-q", "compress", "--teacher", str(out / "model.pt"), "--ratio", "3", "--out", str(student),
+                 "--dry-run", "compress.linear_rank=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "fewer than the teacher" in printed and "ranks (2,), t=2" in printed and not student.exists()
     assert main(["-q", "compress", "--teacher", str(out / "model.pt"), "--ratio", "3", "--out", str(student),
                  "--no-progress", "train.epochs=1"]) == 0
     printed = capsys.readouterr().out

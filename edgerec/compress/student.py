@@ -38,6 +38,8 @@ __all__ = [
     "build_student_from_config",
     "init_from_teacher",
     "count_params",
+    "describe_plan",
+    "format_plan",
     "inference_model",
 ]
 
@@ -297,6 +299,70 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
         logger.warning("compress.ratio=%g: the planned student is %.1fx (%d parameters of a %d budget) because %s; %s",
                        comp.ratio, plan.ratio, plan.params, int(budget), reason, hint)
     return plan
+
+
+def _parts(model: nn.Module) -> dict[str, int]:
+    """Parameters of a SASRec by part: item table, linear layers (biases included), the rest."""
+    table = sum(p.numel() for p in model.item_embedding.parameters())
+    linears = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Linear, TTLinear)) for p in m.parameters())
+    return {"item_table": table, "linears": linears, "other": count_params(model) - table - linears}
+
+
+def describe_plan(plan: StudentPlan, teacher: SASRecConfig, num_items: int) -> dict[str, Any]:
+    """What a plan builds, part by part, next to the teacher (built on the meta device: no weights).
+
+    ``parts`` splits the parameters of student and teacher into the item table, the linear
+    layers (attention, feed-forward, pooling; biases included) and the rest (position
+    embeddings, layer norms); ``scoring_macs`` is the multiply-add count per history of
+    scoring every item factorised and with the table materialised (factorised tables only).
+    """
+    student = build_student(plan, num_items, device="meta")
+    with torch.device("meta"):
+        teacher_model = build_sasrec(teacher, num_items)
+    s_parts, t_parts = _parts(student), _parts(teacher_model)
+    shape = plan.embedding_shape()
+    linear_shapes = {k: _shape(v) for k, v in plan.linears.items()}
+    fact, dense = scoring_macs(shape) if shape is not None else (None, None)
+    return {
+        "method": plan.method,
+        "params": plan.params,
+        "teacher_params": plan.teacher_params,
+        "ratio": plan.ratio,
+        "fp32_bytes": 4 * plan.params,
+        "dim": plan.sasrec.dim,
+        "parts": {k: {"student": s_parts[k], "teacher": t_parts[k]} for k in s_parts},
+        "item_table": None if shape is None else {
+            "row_factors": list(shape.row_factors), "col_factors": list(shape.col_factors),
+            "ranks": list(shape.ranks), "t": shape.t},
+        "linears": {k: {"row_factors": list(v.row_factors), "col_factors": list(v.col_factors),
+                        "ranks": list(v.ranks), "t": v.t} for k, v in linear_shapes.items()},
+        "row_order": plan.row_order,
+        "scoring": plan.scoring,
+        "scoring_macs": None if shape is None else {"factorized": fact, "dense": dense},
+    }
+
+
+def format_plan(desc: dict[str, Any]) -> str:
+    """A text table of :func:`describe_plan`'s result."""
+    lines = [f"{desc['method']} student: {desc['params']:,} parameters, {desc['ratio']:.1f}x fewer than the teacher's "
+             f"{desc['teacher_params']:,} ({desc['fp32_bytes'] / 1024:,.0f} KB fp32)"]
+    if desc["item_table"] is None:
+        lines.append(f"  dense SASRec of dimension {desc['dim']}")
+    else:
+        e = desc["item_table"]
+        lines.append(f"  item table: rows {tuple(e['row_factors'])} x columns {tuple(e['col_factors'])}, ranks "
+                     f"{tuple(e['ranks'])}, t={e['t']}, row order {desc['row_order']}")
+        for name, v in desc["linears"].items():
+            lines.append(f"  linears {name}: {tuple(v['row_factors'])} x {tuple(v['col_factors'])}, ranks "
+                         f"{tuple(v['ranks'])}, t={v['t']}")
+        macs = desc["scoring_macs"]
+        lines.append(f"  scoring all items: {desc['scoring']} ({macs['factorized']:,} multiply-adds per history "
+                     f"factorised, {macs['dense']:,} with the table materialised)")
+    lines.append(f"  {'part':<12} {'student':>10} {'teacher':>12} {'ratio':>8}")
+    for part, n in desc["parts"].items():
+        ratio = f"{n['teacher'] / n['student']:.1f}x" if n["student"] else "-"
+        lines.append(f"  {part.replace('_', ' '):<12} {n['student']:>10,} {n['teacher']:>12,} {ratio:>8}")
+    return "\n".join(lines)
 
 
 def build_student(plan: StudentPlan, num_items: int, device: str | None = None,

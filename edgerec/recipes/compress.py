@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointError, atomic_write_json, save_checkpoint
+from ..checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
 from ..compress.distill import DistillConfig, DistillHeads, distill_losses
 from ..compress.layers import TTEmbedding
 from ..compress.ordering import cooccurrence_row_order, embedding_row_order
-from ..compress.student import CompressionConfig, build_student, init_from_teacher, plan_student
+from ..compress.student import (CompressionConfig, StudentPlan, build_student, describe_plan, format_plan,
+                                init_from_teacher, plan_student)
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..data import DataConfig, SequenceDataset, TrainBatches, load_dataset
 from ..eval import EvalConfig, Evaluator, format_results, head_items
@@ -35,7 +36,7 @@ from .train import TrainConfig, position_scale, scheduled_lr, set_lr, validation
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompressRunConfig", "compress_teacher", "NO_DISTILL"]
+__all__ = ["CompressRunConfig", "compress_teacher", "plan_from_teacher", "NO_DISTILL"]
 
 # Cross-entropy only: variants 0-2 of the benchmark (no teacher signal after initialisation).
 NO_DISTILL = {"kd_weight": 0.0, "cl_weight": 0.0, "pred_weight": 0.0, "recombination": False}
@@ -57,6 +58,18 @@ class CompressRunConfig:
         # full-softmax cross-entropy; a different train.loss would be silently ignored.
         check(self.train.loss == "ce", "train.loss",
               f"students train with the distillation objective (cross-entropy term); got {self.train.loss!r}, expected 'ce'")
+
+
+def plan_from_teacher(teacher_path: str | Path, comp: CompressionConfig) -> tuple[StudentPlan, dict[str, Any]]:
+    """The student ``compress_teacher`` would train for ``comp``, and its :func:`describe_plan`.
+
+    Reads only the teacher checkpoint (no data, no training), so sizes can be compared
+    across ratios, methods and ranks before committing to a run.
+    """
+    payload = load_checkpoint(teacher_path, kind="teacher")
+    teacher_cfg = config_from_dict(SASRecConfig, payload["config"]["model"])
+    plan = plan_student(teacher_cfg, payload["num_items"], comp)
+    return plan, describe_plan(plan, teacher_cfg, payload["num_items"])
 
 
 def compress_teacher(
@@ -89,7 +102,9 @@ def compress_teacher(
     if data.fingerprint != payload["data_fingerprint"]:
         raise CheckpointError(f"{teacher_path}: the data differs from the teacher's training data (fingerprint)")
 
-    plan = plan_student(config_from_dict(SASRecConfig, t_cfg["model"]), data.num_items, cfg.compress)
+    teacher_model_cfg = config_from_dict(SASRecConfig, t_cfg["model"])
+    plan = plan_student(teacher_model_cfg, data.num_items, cfg.compress)
+    logger.info("planned %s", format_plan(describe_plan(plan, teacher_model_cfg, data.num_items)))
     cfg_dict = {
         **config_to_dict(cfg),
         "eval": config_to_dict(eval_cfg),

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from edgerec.compress.layers import TTEmbedding, TTLinear
-from edgerec.compress.student import CompressionConfig, RatioUnreachable, build_student, count_params, init_from_teacher, plan_student
+from edgerec.compress.student import (CompressionConfig, RatioUnreachable, build_student, count_params, describe_plan,
+                                      format_plan, init_from_teacher, plan_student)
 from edgerec.config import ConfigError
 from edgerec.models import build_sasrec
 from tests.conftest import tiny_model_config
@@ -28,6 +29,31 @@ def test_plan_meets_the_ratio_on_the_whole_model(method, ratio):
         assert isinstance(student.item_embedding, TTEmbedding)
         assert isinstance(student.blocks[0].attn.query, TTLinear)
         assert student.item_embedding.shape.t == (2 if method == "stp" else 1)
+
+
+def test_describe_plan_splits_parameters_by_part():
+    # Video-sized teacher at 100x, counted by hand: STP table (154, 154) x (8, 8), rank 4, t=2:
+    # cores 154*1*(8*4) + 154*(4/2)*(8*1/2) = 4928 + 1232; each of the 12 64x64 linears at
+    # rank 2: 8*1*16 + 8*1*4 cores + 64 bias = 224; the rest is 50x64 positions + norms.
+    cfg = tiny_model_config(dim=64, blocks=2, heads=1, max_len=50, norm="sasrec", activation="relu")
+    plan = plan_student(cfg, 23698, CompressionConfig(ratio=100))
+    desc = describe_plan(plan, cfg, 23698)
+    assert desc["parts"] == {"item_table": {"student": 6160, "teacher": 23699 * 64},
+                             "linears": {"student": 12 * 224, "teacher": 12 * (64 * 64 + 64)},
+                             "other": {"student": 3840, "teacher": 3840}}
+    assert sum(p["student"] for p in desc["parts"].values()) == desc["params"] == plan.params
+    assert sum(p["teacher"] for p in desc["parts"].values()) == desc["teacher_params"]
+    assert desc["item_table"] == {"row_factors": [154, 154], "col_factors": [8, 8], "ranks": [4], "t": 2}
+    # scoring all items factorised: 154*8*4*8 (first core) + 154*154*4*8 (second), against 23699*64
+    assert desc["scoring_macs"] == {"factorized": 39424 + 758912, "dense": 23699 * 64}
+    assert desc["scoring"] == "factorized"
+    text = format_plan(desc)
+    assert "12,688 parameters, 123.8x" in text and "item table        6,160    1,516,736   246.2x" in text
+
+    dense = describe_plan(plan_student(cfg, 23698, CompressionConfig(method="dense", ratio=30)), cfg, 23698)
+    assert dense["item_table"] is None and dense["scoring_macs"] is None
+    assert sum(p["student"] for p in dense["parts"].values()) == dense["params"]
+    assert f"dense SASRec of dimension {dense['dim']}" in format_plan(dense)
 
 
 def test_a_plan_far_past_its_target_says_which_rank_would_use_the_budget(caplog):
