@@ -57,7 +57,7 @@ VARIANTS = {  # name: (label, method, distillation overrides)
 DEFAULT_VARIANTS = ("dense", "tt", "stp", "stp-kd", "odrec")
 KS = (5, 10, 20)
 
-# Student training settings selected on Beauty's validation NDCG@10 (README, "Results"):
+# Student training settings selected on Beauty's validation NDCG@10 (benchmarks/RESULTS.md):
 # an STP-TT student at 30x without distillation reached 0.0218 after 8 epochs with dropout
 # 0.1 and lr 3e-3, against 0.0215 with lr 5e-3, 0.0199 with lr 1e-3, and 0.0171 with the
 # teacher's dropout 0.5 and lr 1e-3. Command-line overrides come after these.

@@ -37,10 +37,10 @@ REFERENCE = {
                   "source": "pmixer/SASRec.pytorch (published figure, ../shared/reference.md)", "published_full": {}},
 }
 
-# The configuration selected on Beauty's validation NDCG@10 (README, "Results"): the teacher
+# The configuration selected on Beauty's validation NDCG@10 (benchmarks/RESULTS.md): the teacher
 # defaults (d=64, 2 blocks, lr 1e-3) with dropout 0.5 and a 30-epoch budget. Dropout 0.2 stopped
 # lower on validation (0.0626 vs 0.0657); d=128 tied (0.0657) at twice the parameters.
-# model.norm=sasrec with ReLU validated higher still (0.0659 vs 0.0648 in the README's runs);
+# model.norm=sasrec with ReLU validated higher still (0.0659 vs 0.0648 in benchmarks/RESULTS.md);
 # it becomes the default together with the next OD-Rec round, which depends on this teacher.
 BEAUTY_DEFAULTS = ["model.dropout=0.5", "model.attn_dropout=0.5", "train.epochs=30"]
 

@@ -9,7 +9,7 @@ lowered stage programs. States the host CPU it ran on.
 
 The Python runtime is the same C++ runtime phones use, but timings here are the host's.
 Per-operator profiles (ETDump) need a runtime built with
-``EXECUTORCH_ENABLE_EVENT_TRACER=ON``, which the pip wheel is not; the README explains
+``EXECUTORCH_ENABLE_EVENT_TRACER=ON``, which the pip wheel is not; android_demo/README.md explains
 how to take them, and app-level numbers, on a phone with the bundle's ETRecord.
 """
 

@@ -60,7 +60,7 @@ class TrainConfig:
     # "uniform": every position weighs the same (each batch's mean loss is scaled by its share
     # of positions); "batch": each batch's mean counts equally, so with bucketing a position in
     # a batch of short histories weighs up to max_len times one in a batch of long ones
-    # (uniform raised Beauty's full-ranking NDCG@10 from 0.0497 to 0.0558; README)
+    # (uniform raised Beauty's full-ranking NDCG@10 from 0.0497 to 0.0558; benchmarks/RESULTS.md)
     position_weight: Literal["batch", "uniform"] = "uniform"
     # "constant", or "cosine": decay per step from lr to lr * min_lr_ratio over train.epochs
     # (computed from the step index, so a resumed run continues the same curve)
