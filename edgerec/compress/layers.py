@@ -16,7 +16,8 @@ from torch import nn
 
 from .tt import TTShape, decompose, expand_cores, param_shapes, tt_dense, tt_rows, tt_scores
 
-__all__ = ["TTEmbedding", "TTLinear", "Scoring", "random_row_order", "scoring_macs"]
+__all__ = ["TTEmbedding", "TTLinear", "Scoring", "random_row_order", "scoring_macs", "default_scoring",
+           "FACTORIZED_MAC_ADVANTAGE"]
 
 Scoring = Literal["factorized", "dense"]
 
@@ -31,6 +32,19 @@ def scoring_macs(shape: TTShape) -> tuple[int, int]:
         fact += rows * shape.row_factors[k] * r[k] * shape.col_factors[k] * r[k + 1] * rest
         rows *= shape.row_factors[k]
     return fact, shape.rows * shape.cols
+
+
+# Scoring every item through the chain of small core contractions runs fewer multiply-adds
+# per second than one matmul against a materialised table: in every student measured
+# (benchmarks/RESULTS.md, "Scoring: multiply-adds against time") factorised scoring was
+# slower, even with 0.53x the multiply-adds. It is the default only below half.
+FACTORIZED_MAC_ADVANTAGE = 2.0
+
+
+def default_scoring(shape: TTShape) -> Scoring:
+    """The faster way to score all items for inference, by multiply-add count (see above)."""
+    fact, dense = scoring_macs(shape)
+    return "factorized" if FACTORIZED_MAC_ADVANTAGE * fact < dense else "dense"
 
 
 class _TTCores(nn.Module):

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..models.sasrec import SASRec, SASRecConfig, build_sasrec
-from .layers import TTEmbedding, TTLinear, random_row_order, scoring_macs
+from .layers import TTEmbedding, TTLinear, default_scoring, random_row_order, scoring_macs
 from .tt import TTShape, factorize
 
 logger = logging.getLogger(__name__)
@@ -264,8 +264,7 @@ def plan_student(teacher: SASRecConfig, num_items: int, comp: CompressionConfig)
     emb = emb_shape(emb_rank)
     scoring = comp.scoring
     if scoring == "auto":
-        fact, dense = scoring_macs(emb)
-        scoring = "factorized" if fact <= dense else "dense"
+        scoring = default_scoring(emb)
     linears = {k: dataclasses.asdict(v) for k, v in lin_shapes(lin_rank).items()} if comp.linears else {}
     plan = StudentPlan(comp.method, config_to_dict(teacher), dataclasses.asdict(emb), linears, scoring,
                        teacher_params=teacher_params, row_order=comp.resolved_row_order, row_seed=comp.row_seed)
@@ -439,8 +438,9 @@ def init_from_teacher(student: SASRec, teacher: SASRec) -> dict[str, float]:
 def inference_model(student: SASRec, scoring: str = "auto") -> SASRec:
     """The student prepared for inference: ``"dense"`` materialises the item table once.
 
-    ``"auto"`` keeps the plan's choice (set from a multiply-add count; see the README's
-    latency table). Linear layers keep their cores either way.
+    ``"auto"`` keeps the plan's choice (:func:`~edgerec.compress.layers.default_scoring`,
+    from a multiply-add count checked against measured latency). Linear layers keep their
+    cores either way.
     """
     import copy
 

@@ -46,7 +46,7 @@ def test_describe_plan_splits_parameters_by_part():
     assert desc["item_table"] == {"row_factors": [154, 154], "col_factors": [8, 8], "ranks": [4], "t": 2}
     # scoring all items factorised: 154*8*4*8 (first core) + 154*154*4*8 (second), against 23699*64
     assert desc["scoring_macs"] == {"factorized": 39424 + 758912, "dense": 23699 * 64}
-    assert desc["scoring"] == "factorized"
+    assert desc["scoring"] == "dense"  # 0.53x the multiply-adds is not enough to score faster factorised
     text = format_plan(desc)
     assert "12,688 parameters, 123.8x" in text and "item table        6,160    1,516,736   246.2x" in text
 
