@@ -78,6 +78,11 @@ def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, run
     return statistics.median(times)
 
 
+def run_dir(out: Path, variant: str, ratio: float) -> Path:
+    """Where the benchmark trains ``variant`` at ``ratio`` under ``--out``."""
+    return out / f"{variant}-{ratio:g}x"
+
+
 def plan_with_fallback(cfg: CompressRunConfig, teacher_model: SASRecConfig, num_items: int) -> StudentPlan:
     """Plan the student of ``cfg``; where two table cores cannot reach the ratio, plan three.
 
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant, label, ratio in runs:
         _, method, distill = VARIANTS[variant]
         try:
-            res = run_student(args.teacher, args.out / f"{variant}-{ratio:g}x", method, ratio, distill,
+            res = run_student(args.teacher, run_dir(args.out, variant, ratio), method, ratio, distill,
                               [*STUDENT_DEFAULTS, *args.overrides], teacher_cfg, n_items)
         except RatioUnreachable as exc:
             if method != "dense":
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("skipping %s at %gx: %s", label, ratio, exc)
             skipped.append({"model": label, "ratio_target": ratio, "reason": str(exc)})
             continue
-        student, _ = load_model(args.out / f"{variant}-{ratio:g}x" / "model.pt")
+        student, _ = load_model(run_dir(args.out, variant, ratio) / "model.pt")
         latency = {"dense": scoring_latency_ms(inference_model(student, "dense"), max_len, n_items)}
         if method != "dense":
             latency["factorized"] = scoring_latency_ms(inference_model(student, "factorized"), max_len, n_items)

@@ -20,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from odrec import VARIANTS
+from odrec import VARIANTS, run_dir
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.layers import FACTORIZED_MAC_ADVANTAGE, default_scoring, scoring_macs
@@ -29,7 +29,7 @@ from edgerec.compress.student import StudentPlan
 LABEL_TO_VARIANT = {label: name for name, (label, _, _) in VARIANTS.items()}
 
 
-def run_dir_of(result: dict, path: Path) -> Path:
+def out_dir_of(result: dict, path: Path) -> Path:
     argv = shlex.split(result.get("command") or "")
     if "--out" not in argv:
         raise SystemExit(f"{path}: its 'command' names no --out run directory")
@@ -38,13 +38,13 @@ def run_dir_of(result: dict, path: Path) -> Path:
 
 def rows_of(path: Path) -> list[dict]:
     result = json.loads(path.read_text())
-    out = run_dir_of(result, path)
+    out = out_dir_of(result, path)
     rows = []
     for r in result["rows"]:
         lat = r["latency_ms"]
         if "factorized" not in lat:  # teacher and dense baselines have no factorised table
             continue
-        run = out / f"{LABEL_TO_VARIANT[r['model']]}-{r['ratio_target']:g}x" / "results.json"
+        run = run_dir(out, LABEL_TO_VARIANT[r["model"]], r["ratio_target"]) / "results.json"
         if not run.exists():
             raise SystemExit(f"{path}: row {r['model']!r} at {r['ratio_target']:g}x: {run} not found")
         plan = StudentPlan(**json.loads(run.read_text())["config"]["plan"])

@@ -320,8 +320,11 @@ def describe_plan(plan: StudentPlan, teacher: SASRecConfig, num_items: int) -> d
         teacher_model = build_sasrec(teacher, num_items)
     s_parts, t_parts = _parts(student), _parts(teacher_model)
     shape = plan.embedding_shape()
-    linear_shapes = {k: _shape(v) for k, v in plan.linears.items()}
     fact, dense = scoring_macs(shape) if shape is not None else (None, None)
+
+    def layout(spec: dict[str, Any]) -> dict[str, Any]:  # the core grid of a saved TTShape
+        return {k: list(spec[k]) if k != "t" else spec[k] for k in ("row_factors", "col_factors", "ranks", "t")}
+
     return {
         "method": plan.method,
         "params": plan.params,
@@ -330,11 +333,8 @@ def describe_plan(plan: StudentPlan, teacher: SASRecConfig, num_items: int) -> d
         "fp32_bytes": 4 * plan.params,
         "dim": plan.sasrec.dim,
         "parts": {k: {"student": s_parts[k], "teacher": t_parts[k]} for k in s_parts},
-        "item_table": None if shape is None else {
-            "row_factors": list(shape.row_factors), "col_factors": list(shape.col_factors),
-            "ranks": list(shape.ranks), "t": shape.t},
-        "linears": {k: {"row_factors": list(v.row_factors), "col_factors": list(v.col_factors),
-                        "ranks": list(v.ranks), "t": v.t} for k, v in linear_shapes.items()},
+        "item_table": None if plan.embedding is None else layout(plan.embedding),
+        "linears": {k: layout(v) for k, v in plan.linears.items()},
         "row_order": plan.row_order,
         "scoring": plan.scoring,
         "scoring_macs": None if shape is None else {"factorized": fact, "dense": dense},
