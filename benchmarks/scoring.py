@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['json']:<38}{r['model'][:27]:<28}{r['ratio']:>6.1f}x{r['macs_factorized'] / r['macs_dense']:>14.2f}"
               f"{r['ms_factorized']:>9.2f}{r['ms_dense']:>8.2f}{r['ms_factorized'] / r['ms_dense']:>9.2f}  {r['default_now']}")
     faster = [r for r in rows if r["ms_factorized"] < r["ms_dense"]]
-    print(f"\nfactorised scoring faster in {len(faster)} of {len(rows)} students; the default picks it below "
+    print(f"\nfactorised scoring faster in {len(faster)} of {len(rows)} timings; the default picks it below "
           f"1/{FACTORIZED_MAC_ADVANTAGE:g} of the materialised table's multiply-adds")
     atomic_write_json(args.json, {"command": "python benchmarks/scoring.py " + " ".join(sys.argv[1:]),
                                   "factorized_mac_advantage": FACTORIZED_MAC_ADVANTAGE, "rows": rows})
