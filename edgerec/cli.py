@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the teacher's data at a new path (must be the same data)")
     p.add_argument("--config", help="JSON config file (sections: compress, distill, train, eval)")
     p.add_argument("--out", help="run directory (default: runs/student-<time>)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--dry-run", action="store_true",
                    help="print the planned student (shapes, ranks, parameters by part) and stop; reads no data")
     p.add_argument("--no-progress", action="store_true")

@@ -68,6 +68,53 @@ def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, 
     assert again["full"]["all"] == pytest.approx(res["test"]["full"]["all"])
 
 
+@pytest.mark.slow
+def test_interrupted_student_resumes_to_the_same_result(tmp_path, teacher_ckpt, tiny_dataset, monkeypatch):
+    cfg = student_cfg("train.epochs=3")  # distillation with recombination: student and heads both resume
+    straight = compress_teacher(teacher_ckpt, cfg, tmp_path / "a", progress=False, dataset=tiny_dataset)
+
+    real_losses = compress_mod.distill_losses
+    calls = {"n": 0}
+
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return real_losses(*args, **kw)
+
+    monkeypatch.setattr(compress_mod, "distill_losses", counting)  # batches per epoch
+    compress_teacher(teacher_ckpt, student_cfg("train.epochs=1"), tmp_path / "count", progress=False,
+                     dataset=tiny_dataset)
+    per_epoch, calls["n"] = calls["n"], 0
+
+    def crashing(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2 * per_epoch + 2:  # inside the third epoch
+            raise KeyboardInterrupt
+        return real_losses(*args, **kw)
+
+    monkeypatch.setattr(compress_mod, "distill_losses", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        compress_teacher(teacher_ckpt, cfg, tmp_path / "b", progress=False, dataset=tiny_dataset)
+    monkeypatch.setattr(compress_mod, "distill_losses", real_losses)
+    saved = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert saved["training"]["state"]["epoch"] == 2 and set(saved["state_dict"]) == {"student", "heads"}
+    assert not (tmp_path / "b" / "model.pt").exists()
+
+    with pytest.raises(ConfigError, match="pass resume=True"):
+        compress_teacher(teacher_ckpt, cfg, tmp_path / "b", progress=False, dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="cannot resume.*distill.kd_weight"):
+        compress_teacher(teacher_ckpt, student_cfg("train.epochs=3", "distill.kd_weight=0.5"), tmp_path / "b",
+                         resume=True, progress=False, dataset=tiny_dataset)
+    resumed = compress_teacher(teacher_ckpt, cfg, tmp_path / "b", resume=True, progress=False, dataset=tiny_dataset)
+
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    a = load_checkpoint(tmp_path / "a" / "model.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "model.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    assert resumed["test"]["full"]["all"] == straight["test"]["full"]["all"]
+
+
 def test_bad_inputs(tmp_path, teacher_ckpt, tiny_dataset):
     with pytest.raises(ConfigError, match="a dense-baseline student can use distill.kd_weight only"):
         compress_teacher(teacher_ckpt, student_cfg("compress.method=dense"), tmp_path / "a", progress=False,
