@@ -57,12 +57,6 @@ VARIANTS = {  # name: (label, method, distillation overrides)
 DEFAULT_VARIANTS = ("dense", "tt", "stp", "stp-kd", "odrec")
 KS = (5, 10, 20)
 
-# Student training settings selected on Beauty's validation NDCG@10 (benchmarks/RESULTS.md):
-# an STP-TT student at 30x without distillation reached 0.0218 after 8 epochs with dropout
-# 0.1 and lr 3e-3, against 0.0215 with lr 5e-3, 0.0199 with lr 1e-3, and 0.0171 with the
-# teacher's dropout 0.5 and lr 1e-3. Command-line overrides come after these.
-STUDENT_DEFAULTS = ["compress.dropout=0.1", "train.lr=0.003"]
-
 
 def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, runs: int = 50) -> float:
     """Median batch-1 latency (ms) of history -> scores of all items, after warm-up."""
@@ -185,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         _, method, distill = VARIANTS[variant]
         try:
             res = run_student(args.teacher, run_dir(args.out, variant, ratio), method, ratio, distill,
-                              [*STUDENT_DEFAULTS, *args.overrides], teacher_cfg, n_items)
+                              args.overrides, teacher_cfg, n_items)
         except RatioUnreachable as exc:
             if method != "dense":
                 raise

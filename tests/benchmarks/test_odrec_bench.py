@@ -24,8 +24,7 @@ def bench():
 
 def finished_run(bench, out: Path, teacher: Path, ratio: float, *extra: str, drop: str | None = None) -> dict:
     """A results.json as the benchmark saves it, for the request ``ratio`` + ``extra``."""
-    cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", f"compress.ratio={ratio}",
-                                                            *bench.STUDENT_DEFAULTS, *extra])
+    cfg = bench.apply_overrides(bench.CompressRunConfig(), ["compress.method=stp", f"compress.ratio={ratio}", *extra])
     plan = bench.plan_with_fallback(cfg, MODEL, ITEMS)
     saved = {**config_to_dict(cfg), "plan": config_to_dict(plan), "teacher": {"path": str(teacher), "params": 1000}}
     if drop:  # a run older than this setting (its plan did not record it either)
@@ -45,7 +44,7 @@ def no_training(bench, monkeypatch):
 
 
 def run(bench, out, teacher, ratio, *extra):
-    return bench.run_student(teacher, out, "stp", ratio, {}, [*bench.STUDENT_DEFAULTS, *extra], MODEL, ITEMS)
+    return bench.run_student(teacher, out, "stp", ratio, {}, list(extra), MODEL, ITEMS)
 
 
 def test_a_finished_run_with_the_requested_settings_is_reused(bench, tmp_path, no_training):

@@ -127,10 +127,11 @@ def test_row_order_default_groups_co_clicked_items_in_factorised_tables_only():
 
 
 def test_student_dropout_overrides_the_teachers_without_changing_shapes():
-    cfg = tiny_model_config(dim=16, dropout=0.5)
-    same = plan_student(cfg, N, CompressionConfig(ratio=3))
-    low = plan_student(cfg, N, CompressionConfig(ratio=3, dropout=0.1))
-    assert (same.sasrec.dropout, low.sasrec.dropout, low.sasrec.attn_dropout) == (0.5, 0.1, 0.1)
+    cfg = tiny_model_config(dim=16, dropout=0.5, attn_dropout=0.3)
+    same = plan_student(cfg, N, CompressionConfig(ratio=3, dropout=None))  # None: the teacher's
+    low = plan_student(cfg, N, CompressionConfig(ratio=3))  # the default, 0.1
+    assert (same.sasrec.dropout, same.sasrec.attn_dropout) == (cfg.dropout, cfg.attn_dropout) == (0.5, 0.3)
+    assert (low.sasrec.dropout, low.sasrec.attn_dropout) == (0.1, 0.1)
     assert (low.params, low.embedding, low.linears) == (same.params, same.embedding, same.linears)
     with pytest.raises(ConfigError, match="compress.dropout"):
         CompressionConfig(dropout=1.0)
