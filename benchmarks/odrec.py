@@ -39,6 +39,7 @@ import torch
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.student import RatioUnreachable, StudentPlan, inference_model, plan_student
 from edgerec.config import ConfigError, apply_overrides, config_diff, config_from_dict, config_to_dict
+from edgerec.host import tune_malloc
 from edgerec.models import SASRecConfig
 from edgerec.models.loading import load_model
 from edgerec.recipes.compress import NO_DISTILL, CompressRunConfig, compress_teacher
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="student overrides, e.g. train.epochs=30")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    malloc_tuned = tune_malloc()  # as the edgerec commands that train (edgerec/host.py)
 
     teacher_model, payload = load_model(args.teacher)
     teacher_res = json.loads((args.teacher.parent / "results.json").read_text())
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": str(args.teacher),
         "data": payload["config"]["data"]["source"],
         "host": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                 "malloc_tuned": malloc_tuned,
                  "torch": torch.__version__},
         "command": "python benchmarks/odrec.py " + " ".join(sys.argv[1:]) if argv is None else None,
         "rows": rows,

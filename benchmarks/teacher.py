@@ -23,6 +23,7 @@ import torch
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.config import apply_overrides
+from edgerec.host import tune_malloc
 from edgerec.recipes.train import TeacherRunConfig, train_teacher
 
 # ../shared/reference.md: pmixer/SASRec.pytorch on Beauty.txt, 200 epochs, sampled protocol
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    malloc_tuned = tune_malloc()  # as the edgerec commands that train (edgerec/host.py)
 
     name = Path(args.data).name
     cfg = apply_overrides(TeacherRunConfig(), [f"data.source={args.data}", *BEAUTY_DEFAULTS, *args.overrides])
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "data": args.data,
         "host": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                 "malloc_tuned": malloc_tuned,
                  "python": platform.python_version(), "torch": torch.__version__},
         "command": " ".join(["python", "benchmarks/teacher.py", *sys.argv[1:]]) if argv is None else None,
         "parameters": res["parameters"],

@@ -19,8 +19,14 @@ from .config import ConfigError, apply_overrides, load_config_file
 from .data import DataConfig, DataFormatError
 from .eval import EvalConfig, format_results
 from .export.bundle import BundleError
+from .host import tune_malloc
 
 logger = logging.getLogger("edgerec.cli")
+
+# Commands that train or evaluate in eager PyTorch (large per-batch score matrices): these
+# run with glibc keeping large freed blocks (edgerec.host). `bench` measures the bundle's
+# runtime and keeps the default allocator a phone's process would have.
+TUNED_COMMANDS = ("train", "evaluate", "compress", "demo")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -202,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(0 if args.quiet else args.verbose)
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    if args.command in TUNED_COMMANDS:
+        tune_malloc()
     try:
         return args.func(args)
     except (ConfigError, DataFormatError, CheckpointError, BundleError) as exc:
