@@ -12,7 +12,8 @@ and, only when named in ``--variants``, 5. OD-Rec's training (distillation and
 recombination) on the plain-TT student. Then full OD-Rec and the dense baseline at the
 other ratios of the sweep. For each it
 records parameters, weight bytes, ratio, HR/NDCG/MRR@5/10/20 overall and for tail items,
-and the batch-1 latency of scoring all items with the table factorised and materialised.
+and the batch-1 latency of scoring all items with the table factorised and materialised
+(every model of the table timed at the end, in interleaved rounds).
 Prints a table, writes JSON and a size/accuracy plot next to it.
 
 Each run lives in its own directory under --out; an interrupted run resumes, and a
@@ -59,18 +60,28 @@ DEFAULT_VARIANTS = ("dense", "tt", "stp", "stp-kd", "odrec")
 KS = (5, 10, 20)
 
 
-def scoring_latency_ms(model: torch.nn.Module, max_len: int, num_items: int, runs: int = 50) -> float:
-    """Median batch-1 latency (ms) of history -> scores of all items, after warm-up."""
+def scoring_latency_ms(models: dict[str, torch.nn.Module], max_len: int, num_items: int, rounds: int = 5,
+                       runs: int = 20) -> dict[str, float]:
+    """Median batch-1 latency (ms) of history -> scores of all items, for each model.
+
+    The models are timed in ``rounds`` interleaved rounds of ``runs`` calls each (after
+    five warm-up calls per model), so a slow spell of the host falls on every model of the
+    table alike instead of on whichever was timed during it.
+    """
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(1, num_items + 1, (1, max_len), generator=g)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for i in range(runs + 5):
-            t0 = time.perf_counter()
-            model.predict(seq)
-            if i >= 5:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for model in models.values():
+            for _ in range(5):
+                model.predict(seq)
+        for _ in range(rounds):
+            for name, model in models.items():
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    model.predict(seq)
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run_dir(out: Path, variant: str, ratio: float) -> Path:
@@ -167,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher_res = json.loads((args.teacher.parent / "results.json").read_text())
     max_len, n_items = teacher_model.max_len, teacher_model.num_items
     teacher_cfg = config_from_dict(SASRecConfig, payload["config"]["model"])
-    rows = [row("teacher", {**teacher_res, "ratio": 1.0},
-                {"dense": scoring_latency_ms(teacher_model, max_len, n_items)})]
+    rows = [row("teacher", {**teacher_res, "ratio": 1.0}, {})]
+    timed: dict[str, torch.nn.Module] = {"0/dense": teacher_model}  # "<row>/<scoring>": model, timed at the end
     unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {unknown}; expected a subset of {list(VARIANTS)}")
@@ -190,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append({"model": label, "ratio_target": ratio, "reason": str(exc)})
             continue
         student, _ = load_model(run_dir(args.out, variant, ratio) / "model.pt")
-        latency = {"dense": scoring_latency_ms(inference_model(student, "dense"), max_len, n_items)}
-        if method != "dense":
-            latency["factorized"] = scoring_latency_ms(inference_model(student, "factorized"), max_len, n_items)
-        rows.append({**row(label, res, latency), "ratio_target": ratio, "scoring_default": res["scoring"]})
+        for scoring in ("dense",) if method == "dense" else ("dense", "factorized"):
+            timed[f"{len(rows)}/{scoring}"] = inference_model(student, scoring)
+        rows.append({**row(label, res, {}), "ratio_target": ratio, "scoring_default": res["scoring"]})
+    for key, ms in scoring_latency_ms(timed, max_len, n_items).items():
+        index, scoring = key.split("/")
+        rows[int(index)]["latency_ms"][scoring] = ms
 
     print(f"\nOD-Rec on {payload['config']['data']['source']} (test split, full ranking; tail = bottom 80% of items)")
     head = (f"{'model':<30}{'target':>7}{'params':>10}{'ratio':>7}{'KB':>8}{'HR@10':>8}{'NDCG@10':>9}"

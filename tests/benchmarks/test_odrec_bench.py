@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgerec.config import ConfigError, config_to_dict
 from tests.conftest import tiny_model_config
@@ -84,3 +85,23 @@ def test_a_run_from_another_planner_is_refused(bench, tmp_path, no_training):
     (tmp_path / "run" / "results.json").write_text(json.dumps(results))
     with pytest.raises(ConfigError, match=rf"plan\.embedding\.ranks: \[{rank + 2}\] -> \[{rank}\]"):
         run(bench, tmp_path / "run", teacher, 30)
+
+
+class _Recorder(torch.nn.Module):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def predict(self, seq: torch.Tensor) -> torch.Tensor:  # seq: (1, max_len)
+        self.log.append(self.name)
+        return torch.zeros(1, 7)
+
+
+def test_latency_is_timed_in_interleaved_rounds(bench):
+    log: list[str] = []
+    models = {name: _Recorder(name, log) for name in ("teacher", "student")}
+    ms = bench.scoring_latency_ms(models, max_len=4, num_items=7, rounds=3, runs=2)
+    assert set(ms) == {"teacher", "student"} and all(v > 0 for v in ms.values())
+    warm, timed = log[:10], log[10:]
+    assert warm == ["teacher"] * 5 + ["student"] * 5
+    assert timed == ["teacher", "teacher", "student", "student"] * 3
