@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Hashable
 from pathlib import Path
 
 import torch
@@ -60,8 +61,8 @@ DEFAULT_VARIANTS = ("dense", "tt", "stp", "stp-kd", "odrec")
 KS = (5, 10, 20)
 
 
-def scoring_latency_ms(models: dict[str, torch.nn.Module], max_len: int, num_items: int, rounds: int = 5,
-                       runs: int = 20) -> dict[str, float]:
+def scoring_latency_ms(models: dict[Hashable, torch.nn.Module], max_len: int, num_items: int, rounds: int = 5,
+                       runs: int = 20) -> dict[Hashable, float]:
     """Median batch-1 latency (ms) of history -> scores of all items, for each model.
 
     The models are timed in ``rounds`` interleaved rounds of ``runs`` calls each (after
@@ -70,7 +71,7 @@ def scoring_latency_ms(models: dict[str, torch.nn.Module], max_len: int, num_ite
     """
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(1, num_items + 1, (1, max_len), generator=g)
-    times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[Hashable, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():
             for _ in range(5):
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     max_len, n_items = teacher_model.max_len, teacher_model.num_items
     teacher_cfg = config_from_dict(SASRecConfig, payload["config"]["model"])
     rows = [row("teacher", {**teacher_res, "ratio": 1.0}, {})]
-    timed: dict[str, torch.nn.Module] = {"0/dense": teacher_model}  # "<row>/<scoring>": model, timed at the end
+    timed: dict[tuple[int, str], torch.nn.Module] = {(0, "dense"): teacher_model}  # (row, scoring): timed at the end
     unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {unknown}; expected a subset of {list(VARIANTS)}")
@@ -202,11 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         student, _ = load_model(run_dir(args.out, variant, ratio) / "model.pt")
         for scoring in ("dense",) if method == "dense" else ("dense", "factorized"):
-            timed[f"{len(rows)}/{scoring}"] = inference_model(student, scoring)
+            timed[len(rows), scoring] = inference_model(student, scoring)
         rows.append({**row(label, res, {}), "ratio_target": ratio, "scoring_default": res["scoring"]})
-    for key, ms in scoring_latency_ms(timed, max_len, n_items).items():
-        index, scoring = key.split("/")
-        rows[int(index)]["latency_ms"][scoring] = ms
+    for (index, scoring), ms in scoring_latency_ms(timed, max_len, n_items).items():
+        rows[index]["latency_ms"][scoring] = ms
 
     print(f"\nOD-Rec on {payload['config']['data']['source']} (test split, full ranking; tail = bottom 80% of items)")
     head = (f"{'model':<30}{'target':>7}{'params':>10}{'ratio':>7}{'KB':>8}{'HR@10':>8}{'NDCG@10':>9}"

@@ -71,8 +71,6 @@ def test_reordered_rows_train_and_rebuild(tmp_path, teacher_ckpt, tiny_dataset, 
 @pytest.mark.slow
 def test_interrupted_student_resumes_to_the_same_result(tmp_path, teacher_ckpt, tiny_dataset, monkeypatch):
     cfg = student_cfg("train.epochs=3")  # distillation with recombination: student and heads both resume
-    straight = compress_teacher(teacher_ckpt, cfg, tmp_path / "a", progress=False, dataset=tiny_dataset)
-
     real_losses = compress_mod.distill_losses
     calls = {"n": 0}
 
@@ -80,10 +78,10 @@ def test_interrupted_student_resumes_to_the_same_result(tmp_path, teacher_ckpt, 
         calls["n"] += 1
         return real_losses(*args, **kw)
 
-    monkeypatch.setattr(compress_mod, "distill_losses", counting)  # batches per epoch
-    compress_teacher(teacher_ckpt, student_cfg("train.epochs=1"), tmp_path / "count", progress=False,
-                     dataset=tiny_dataset)
-    per_epoch, calls["n"] = calls["n"], 0
+    monkeypatch.setattr(compress_mod, "distill_losses", counting)  # training batches of the straight run
+    straight = compress_teacher(teacher_ckpt, cfg, tmp_path / "a", progress=False, dataset=tiny_dataset)
+    assert len(straight["history"]) == 3 and calls["n"] % 3 == 0
+    per_epoch, calls["n"] = calls["n"] // 3, 0
 
     def crashing(*args, **kw):
         calls["n"] += 1
