@@ -23,15 +23,28 @@ import copy
 import torch
 from torch import nn
 
+from edgerec.compress.layers import TTEmbedding, TTLinear
 from edgerec.models.sasrec import SASRec
 from edgerec.patch import apply_patch, patch_sgd_step
 
 __all__ = ["Recommend", "PatchSGDStep", "PatchTrainer", "Encode", "Score", "TopK", "frozen_copy", "scoring_table"]
 
 
-def frozen_copy(model: SASRec) -> SASRec:
-    """An eval-mode copy with every parameter frozen (export never changes the source model)."""
+def frozen_copy(model: SASRec, contract: bool = True) -> SASRec:
+    """An eval-mode copy with every parameter frozen (export never changes the source model).
+
+    With ``contract``, factorised layers become their contracted forms (the same cores):
+    linear layers apply the cores to the activations one by one, and a table scored
+    factorised multiplies by the cores themselves, which lowers to static-weight XNNPACK
+    linears instead of weights rebuilt or cores expanded on portable kernels at every call.
+    Programs that run on portable kernels only (the training runtime) keep the original
+    layers, which take fewer ops there.
+    """
     m = copy.deepcopy(model).eval()
+    for module in list(m.modules() if contract else ()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, TTLinear) or (isinstance(child, TTEmbedding) and child.scoring == "factorized"):
+                setattr(module, name, child.to_contracted())
     m.requires_grad_(False)
     return m
 
@@ -85,7 +98,7 @@ class PatchTrainer(nn.Module):
 
     def __init__(self, model: SASRec, bias: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> None:
         super().__init__()
-        self.model = frozen_copy(model)
+        self.model = frozen_copy(model, contract=False)  # the training runtime has no XNNPACK
         self.patch_bias = nn.Parameter(bias.detach().clone())
         self.patch_down = nn.Parameter(down.detach().clone())
         self.patch_up = nn.Parameter(up.detach().clone())

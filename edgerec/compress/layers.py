@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tt import TTShape, decompose, expand_cores, param_shapes, tt_dense, tt_rows, tt_scores
+from .tt import (TTShape, contraction_weights, decompose, expand_cores, param_shapes, tt_contract,
+                 tt_contract_scores, tt_dense, tt_rows, tt_scores)
 
-__all__ = ["TTEmbedding", "TTLinear", "Scoring", "random_row_order", "scoring_macs", "default_scoring",
+__all__ = ["TTEmbedding", "ContractedTTEmbedding", "TTLinear", "ContractedTTLinear", "Scoring", "random_row_order", "scoring_macs", "default_scoring",
            "FACTORIZED_MAC_ADVANTAGE"]
 
 Scoring = Literal["factorized", "dense"]
@@ -141,12 +142,20 @@ class TTEmbedding(_TTCores):
         if self.scoring == "dense":
             return F.linear(h, self.to_dense()[1:])
         lead = h.shape[:-1]
-        scores = tt_scores(h.reshape(-1, self.dim), self.plain_cores(), self.shape)  # (B, padded_rows)
+        scores = self._grid_scores(h.reshape(-1, self.dim))  # (B, padded_rows)
         if self.row_order is not None:
             scores = scores.index_select(1, self.row_order[1:])  # (B, num_items), item order
         else:
             scores = scores[:, 1 : self.num_items + 1]
         return scores.reshape(*lead, self.num_items)
+
+    def _grid_scores(self, h: torch.Tensor) -> torch.Tensor:
+        # h: (B, dim) -> (B, padded_rows), grid-row order
+        return tt_scores(h, self.plain_cores(), self.shape)
+
+    def to_contracted(self) -> "ContractedTTEmbedding":
+        """The same table scoring through constant-weight matmuls (for lowered programs)."""
+        return ContractedTTEmbedding(self)
 
     def materialize(self) -> nn.Module:
         """A dense table with the same rows, for inference that builds the table once."""
@@ -173,6 +182,32 @@ class TTEmbedding(_TTCores):
         order = "" if self.row_order is None else ", row_order=permuted"
         return (f"items={self.num_items}, dim={self.dim}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, "
                 f"t={s.t}{order}")
+
+
+class ContractedTTEmbedding(TTEmbedding):
+    """Export form of :class:`TTEmbedding` with factorised scoring: same cores, same lookups.
+
+    :func:`~edgerec.compress.tt.tt_scores` expands the STP cores and multiplies computed
+    tensors, which ExecuTorch runs on portable kernels (a naive matmul of about 1.8M
+    multiply-adds for Beauty's 31x student); :func:`~edgerec.compress.tt.tt_contract_scores`
+    multiplies by the parameters themselves, which XNNPACK runs as static-weight linears.
+    """
+
+    def __init__(self, source: TTEmbedding) -> None:
+        super().__init__(source.num_items, source.dim, source.shape, "factorized", source.row_order)
+        with torch.no_grad():  # each core flattened to (I_k r_{k-1}/t, J_k r_k/t), the layout the scoring matmuls take
+            self.cores = nn.ParameterList(
+                nn.Parameter(c.detach().reshape(c.shape[0] * c.shape[1], c.shape[2]).clone(), requires_grad=False)
+                for c in source.cores)
+
+    def plain_cores(self) -> list[torch.Tensor]:
+        return expand_cores([c.reshape(s) for c, s in zip(self.cores, param_shapes(self.shape))], self.shape)
+
+    def load_from_dense(self, matrix: torch.Tensor) -> None:
+        raise TypeError("ContractedTTEmbedding is an inference form; fit a TTEmbedding and call to_contracted()")
+
+    def _grid_scores(self, h: torch.Tensor) -> torch.Tensor:
+        return tt_contract_scores(h, list(self.cores), self.shape)
 
 
 class TTLinear(_TTCores):
@@ -221,9 +256,49 @@ class TTLinear(_TTCores):
     def num_params(self) -> int:
         return self.shape.num_params() + (self.out_features if self.bias is not None else 0)
 
+    def to_contracted(self) -> "ContractedTTLinear":
+        """The same layer applied core by core to the activations (for lowered programs)."""
+        return ContractedTTLinear(self)
+
     def extra_repr(self) -> str:
-        s = self.shape
-        return f"in={self.in_features}, out={self.out_features}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
+        return _linear_repr(self.in_features, self.out_features, self.shape)
+
+
+class ContractedTTLinear(nn.Module):
+    """Inference form of :class:`TTLinear`: the activations go through the cores one by one.
+
+    The same parameters (re-laid out by :func:`~edgerec.compress.tt.contraction_weights`,
+    frozen), so a lowered program stores exactly the cores. :class:`TTLinear` rebuilds its
+    weight on every call, which ExecuTorch runs as a dozen portable kernels per layer
+    (arange/eq for the STP identity, mm of two computed tensors); here each core is one
+    matmul against a constant that XNNPACK takes as a static-weight linear. Slower in eager
+    PyTorch than :class:`TTLinear` or a materialised ``nn.Linear`` (benchmarks/RESULTS.md),
+    so it is made only for export.
+    """
+
+    def __init__(self, source: TTLinear) -> None:
+        super().__init__()
+        self.shape = source.shape
+        self.in_features = source.in_features
+        self.out_features = source.out_features
+        with torch.no_grad():
+            mats = contraction_weights([p.detach() for p in source.cores], source.shape)
+        self.weights = nn.ParameterList(nn.Parameter(m.clone(), requires_grad=False) for m in mats)
+        self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., in) -> (..., out)
+        lead = x.shape[1:-1]  # the first size stays -1 in every reshape (see tt_contract)
+        y = tt_contract(x.reshape(-1, self.in_features), list(self.weights), self.shape)  # (N, out)
+        y = y.reshape(-1, *lead, self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return _linear_repr(self.in_features, self.out_features, self.shape)
+
+
+def _linear_repr(fan_in: int, fan_out: int, s: TTShape) -> str:
+    return f"in={fan_in}, out={fan_out}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
 
 
 def random_row_order(num_items: int, seed: int) -> torch.Tensor:

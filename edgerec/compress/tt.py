@@ -47,6 +47,9 @@ __all__ = [
     "tt_rows",
     "tt_dense",
     "tt_scores",
+    "contraction_weights",
+    "tt_contract",
+    "tt_contract_scores",
     "tt_svd",
     "stp_tt_svd",
     "decompose",
@@ -244,6 +247,83 @@ def tt_scores(h: torch.Tensor, cores: list[torch.Tensor], shape: TTShape) -> tor
         y = y @ g.permute(1, 2, 0, 3).reshape(rin * jk, ik * rout)  # (n rest, I_k r_k)
         x = y.reshape(n, rest, ik, rout).permute(0, 2, 3, 1).reshape(n * ik, rout, rest)  # (n I_k, r_k, rest)
     return x.reshape(b, -1)
+
+
+def contraction_weights(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
+    """Each core's parameters as the ``(out, in)`` matrix :func:`tt_contract` applies.
+
+    Core ``k``'s parameters ``(I_k, r_{k-1}/t, J_k r_k/t)`` flattened to
+    ``(I_k r_{k-1}/t, J_k r_k/t)`` and transposed: the same numbers, laid out as an
+    ``nn.Linear`` weight so a lowered program sees constant weights.
+    """
+    if len(params) != shape.num_cores:
+        raise ValueError(f"{shape.num_cores} cores expected, got {len(params)}")
+    out = []
+    for p, expected in zip(params, param_shapes(shape)):
+        if tuple(p.shape) != expected:
+            raise ValueError(f"core parameters are {tuple(p.shape)}, the TT shape needs {expected}")
+        out.append(p.reshape(expected[0] * expected[1], expected[2]).T.contiguous())
+    return out
+
+
+def tt_contract(x: torch.Tensor, weights: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
+    """``x @ A`` for the ``(rows, cols)`` TT matrix ``A``, core by core, never building ``A``.
+
+    x: (N, rows) with ``rows == prod(row_factors)``; weights from :func:`contraction_weights`.
+    Returns (N, cols). Each core is one matmul against a constant matrix with reshapes and
+    permutes of at most 5 dimensions around it, so a lowered program runs it as a few
+    delegated linear ops; the STP identity factor is never expanded (its ``t`` phases ride
+    along as rows). Slower than rebuilding ``A`` in eager PyTorch, where every op costs a
+    dispatch (benchmarks/RESULTS.md).
+    """
+    if shape.padded_rows != shape.rows:
+        raise ValueError(f"tt_contract needs row factors that multiply to exactly {shape.rows}, got {shape.row_factors}")
+    # The leading size is always -1: a lowered program then sees reshapes with one inferred
+    # and otherwise constant sizes, which XNNPACK takes even when the batch is dynamic.
+    rest, done, r = shape.rows, 1, 1  # input digits left, output columns made, current rank
+    state = x.reshape(-1, rest, 1)  # (N, rest * done, r): digits i_k.. major, then j_1..j_{k-1}, then rank
+    for k, w in enumerate(weights):
+        ik, jk, rk, t = shape.row_factors[k], shape.col_factors[k], shape.full_ranks[k + 1], shape.stp(k)
+        rest //= ik
+        m = rest * done
+        # bring (i_k, rank / t) last; the t phases of the rank index become rows
+        y = state.reshape(-1, ik, m, r // t, t).permute(0, 2, 4, 1, 3).reshape(-1, m * t, ik * (r // t))
+        y = torch.nn.functional.linear(y, w)  # (N, m t, J_k r_k / t)
+        y = y.reshape(-1, m, t, jk * rk // t).permute(0, 1, 3, 2)  # (N, m, J_k r_k / t, t)
+        done *= jk
+        r = rk
+        state = y.reshape(-1, rest * done, r)
+    return state.reshape(-1, shape.cols)
+
+
+def tt_contract_scores(h: torch.Tensor, params: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
+    """``h @ A.T`` for every row of ``A``, like :func:`tt_scores`, with constant-weight matmuls.
+
+    h: (B, cols); params: the core parameters, each flattened to ``(I_k r_{k-1}/t, J_k r_k/t)``
+    (a view of the ``(I_k, r_{k-1}/t, J_k r_k/t)`` parameter, already an ``nn.Linear`` weight
+    layout). Returns (B, padded_rows). Contracts the cores right to left; the ``t`` phases
+    of the STP identity ride along as rows, so nothing is expanded and every matmul's
+    second operand is a parameter, which a lowered program runs as a static-weight linear.
+    Tensors have at most 5 dimensions.
+    """
+    b = h.shape[0]
+    d = shape.num_cores
+    r = shape.full_ranks
+    pre, after = shape.cols, 1  # column digits j_1..j_k not yet contracted; row digits made
+    state = h.reshape(b, pre, 1, 1)  # (B, Jpre, Iafter, r_k) with j_k the last digit of Jpre
+    for k in range(d - 1, -1, -1):
+        ik, jk, t = shape.row_factors[k], shape.col_factors[k], shape.stp(k)
+        pre //= jk
+        c = jk * r[k + 1]
+        p = r[k] // t
+        # (B Jpre, J_k, Iafter, r_k) -> (B Jpre Iafter t, J_k r_k / t): the phase of c joins the rows
+        y = state.reshape(b * pre, jk, after, r[k + 1]).permute(0, 2, 1, 3).reshape(b * pre, after, c // t, t)
+        y = y.permute(0, 1, 3, 2).reshape(b * pre * after * t, c // t)
+        y = torch.nn.functional.linear(y, params[k])  # (B Jpre Iafter t, I_k p)
+        y = y.reshape(b * pre, after, t, ik, p).permute(0, 3, 1, 4, 2)  # (B Jpre, I_k, Iafter, p, t)
+        after *= ik
+        state = y.reshape(b, pre, after, r[k])
+    return state.reshape(b, shape.padded_rows)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgerec.compress.layers import TTEmbedding, TTLinear, default_scoring, random_row_order, scoring_macs
+from edgerec.compress.layers import (ContractedTTEmbedding, ContractedTTLinear, TTEmbedding, TTLinear, default_scoring,
+                                    random_row_order, scoring_macs)
 from edgerec.compress.tt import TTShape
 
 
@@ -46,6 +47,31 @@ def test_linear_matches_dense_round_trip_and_counts():
     assert small.num_params() == 4 * 4 * 2 + 4 * (2 // 2) * (2 // 2) + 8  # cores + bias
     with pytest.raises(ValueError, match="must factor exactly 16 inputs x 8 outputs"):
         TTLinear(16, 8, TTShape(15, 8, (4, 4), (4, 2), (2,)))
+
+
+@pytest.mark.parametrize("t", [1, 2])
+def test_contracted_forms_compute_the_same_layer_with_the_same_parameters(t):
+    torch.manual_seed(t)
+    lin = TTLinear(16, 8, TTShape(16, 8, (4, 4), (4, 2), (4,), t=t))
+    lin.bias.data.normal_()
+    c = lin.to_contracted()
+    assert isinstance(c, ContractedTTLinear)
+    assert sum(p.numel() for p in c.parameters()) == sum(p.numel() for p in lin.parameters())
+    assert not any(p.requires_grad for p in c.parameters())
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(c(x), lin(x), rtol=1e-5, atol=1e-5)
+
+    emb = TTEmbedding(30, 8, table_shape(t), row_order=random_row_order(30, seed=1))
+    ce = emb.to_contracted()
+    assert isinstance(ce, ContractedTTEmbedding)
+    assert sum(p.numel() for p in ce.parameters()) == sum(p.numel() for p in emb.parameters())
+    ids = torch.tensor([[0, 5, 30], [12, 1, 29]])
+    torch.testing.assert_close(ce(ids), emb(ids))
+    torch.testing.assert_close(ce.to_dense(), emb.to_dense())
+    h = torch.randn(2, 3, 8)
+    torch.testing.assert_close(ce.score(h), emb.score(h), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="inference form"):
+        ce.load_from_dense(emb.to_dense())
 
 
 def test_gradients_reach_every_core():

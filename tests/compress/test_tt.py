@@ -5,11 +5,14 @@ import torch
 
 from edgerec.compress.tt import (
     TTShape,
+    contraction_weights,
     decompose,
     expand_cores,
     factorize,
     mixed_radix,
     param_shapes,
+    tt_contract,
+    tt_contract_scores,
     tt_dense,
     tt_rows,
     tt_scores,
@@ -75,6 +78,29 @@ def test_one_layout_for_rows_dense_and_scores(t):
     torch.testing.assert_close(tt_rows(cores, ids, shape), dense[ids])
     h = torch.randn(3, 16, dtype=torch.float64)
     torch.testing.assert_close(tt_scores(h, cores, shape), h @ dense.T)
+
+
+@pytest.mark.parametrize("t", [1, 2, 4])
+@pytest.mark.parametrize("row_factors,col_factors,ranks", [((4, 5, 3), (2, 2, 4), (4, 8)), ((8, 8), (8, 8), (4,))])
+def test_contractions_with_the_parameters_equal_the_dense_products(t, row_factors, col_factors, ranks):
+    rows, cols = math.prod(row_factors), math.prod(col_factors)
+    shape = TTShape(rows=rows, cols=cols, row_factors=row_factors, col_factors=col_factors, ranks=ranks, t=t)
+    params = random_params(shape, seed=t)
+    dense = tt_dense(expand_cores(params, shape), shape)  # (rows, cols)
+    x = torch.randn(5, rows, dtype=torch.float64)
+    torch.testing.assert_close(tt_contract(x, contraction_weights(params, shape), shape), x @ dense)
+    h = torch.randn(3, cols, dtype=torch.float64)
+    flat = [p.reshape(p.shape[0] * p.shape[1], p.shape[2]) for p in params]
+    torch.testing.assert_close(tt_contract_scores(h, flat, shape), h @ dense.T)
+
+
+def test_contractions_check_their_inputs():
+    padded = TTShape(rows=50, cols=16, row_factors=(4, 5, 3), col_factors=(2, 2, 4), ranks=(4, 8), t=2)
+    with pytest.raises(ValueError, match="multiply to exactly 50"):
+        tt_contract(torch.randn(2, 50), contraction_weights(random_params(padded), padded), padded)
+    exact = TTShape(rows=16, cols=16, row_factors=(4, 4), col_factors=(4, 4), ranks=(2,), t=1)
+    with pytest.raises(ValueError, match=r"core parameters are \(4, 1, 8\), the TT shape needs \(4, 2, 4\)"):
+        contraction_weights([torch.randn(4, 1, 8), torch.randn(4, 1, 8)], exact)
 
 
 def test_stp_core_is_the_kronecker_product_with_identity():

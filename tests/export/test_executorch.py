@@ -1,5 +1,7 @@
 """Exported programs against eager PyTorch, run in ExecuTorch's runtime (the one phones use)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -73,6 +75,33 @@ def test_runtime_sgd_steps_equal_eager_autograd_sgd(lowered, patch_spec):
             torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
         losses.append(float(loss))
     assert losses[-1] < losses[0]
+
+
+def test_student_recommend_runs_its_factorised_layers_in_xnnpack_and_matches_the_source(student, patch_spec):
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.exir.schema import KernelCall
+
+    from edgerec.patch import apply_patch
+
+    student = copy.deepcopy(student)
+    student.item_embedding.scoring = "factorized"  # as bundles export it (the plan chose "dense")
+    art = export_inference(student, k=10, patch=patch_spec, etrecord=False)
+    plan = {p.name: p for p in deserialize_pte_binary(art.buffer).program.execution_plan}["recommend"]
+    calls = [plan.operators[i.instr_args.op_index].name for chain in plan.chains for i in chain.instructions
+             if isinstance(i.instr_args, KernelCall)]
+    # The cores enter static-weight XNNPACK linears; weights rebuilt from the cores or cores
+    # expanded at every call would be matmuls of computed tensors on portable kernels. The
+    # two left are the patch's (u @ down @ up: both operands are program inputs).
+    assert sum(name in ("aten::mm", "aten::addmm", "aten::bmm") for name in calls) == 2, calls
+    method = load_program(art.buffer).load_method("recommend")
+    patch = user_patch(patch_spec)
+    for hist in histories(4, seed=9):
+        ids, scores = method.execute([hist.unsqueeze(0), *patch])
+        with torch.no_grad():  # the source student, its layers not contracted
+            ref_scores, ref_ids = torch.topk(student.score(apply_patch(student.user_representation(hist.unsqueeze(0)),
+                                                                       *patch)), 10)
+        assert torch.equal(ids, ref_ids + 1)
+        torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
