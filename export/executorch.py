@@ -15,7 +15,9 @@ XNNPACK quantizer leaves tables alone. edgerec therefore quantises with torchao:
 weight-only per-row for the item table (``IntxWeightOnlyConfig``) and int8 dynamic
 activation / int8 weight for linear layers, which needs an *untied* scoring table and
 ``ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True)``. Factorised (TT) layers
-compute their weights from the cores and stay fp32: their cores are already tiny.
+stay fp32 (their cores are already tiny) and enter every inference program in their
+contracted forms (:func:`~edgerec.export.programs.frozen_copy`): each core is the static
+weight of one XNNPACK linear.
 """
 
 from __future__ import annotations
