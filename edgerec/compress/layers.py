@@ -17,8 +17,8 @@ from torch import nn
 from .tt import (TTShape, contraction_weights, decompose, expand_cores, param_shapes, tt_contract,
                  tt_contract_scores, tt_dense, tt_rows, tt_scores)
 
-__all__ = ["TTEmbedding", "ContractedTTEmbedding", "TTLinear", "ContractedTTLinear", "Scoring", "random_row_order", "scoring_macs", "default_scoring",
-           "FACTORIZED_MAC_ADVANTAGE"]
+__all__ = ["TTEmbedding", "ContractedTTEmbedding", "TTLinear", "ContractedTTLinear", "Scoring", "random_row_order",
+           "scoring_macs", "default_scoring", "FACTORIZED_MAC_ADVANTAGE"]
 
 Scoring = Literal["factorized", "dense"]
 
@@ -288,6 +288,8 @@ class ContractedTTLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., in) -> (..., out)
+        if x.dim() == 1:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         lead = x.shape[1:-1]  # the first size stays -1 in every reshape (see tt_contract)
         y = tt_contract(x.reshape(-1, self.in_features), list(self.weights), self.shape)  # (N, out)
         y = y.reshape(-1, *lead, self.out_features)

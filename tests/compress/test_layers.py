@@ -58,8 +58,8 @@ def test_contracted_forms_compute_the_same_layer_with_the_same_parameters(t):
     assert isinstance(c, ContractedTTLinear)
     assert sum(p.numel() for p in c.parameters()) == sum(p.numel() for p in lin.parameters())
     assert not any(p.requires_grad for p in c.parameters())
-    x = torch.randn(3, 5, 16)
-    torch.testing.assert_close(c(x), lin(x), rtol=1e-5, atol=1e-5)
+    for x in (torch.randn(3, 5, 16), torch.randn(4, 16), torch.randn(16)):
+        torch.testing.assert_close(c(x), lin(x), rtol=1e-5, atol=1e-5)
 
     emb = TTEmbedding(30, 8, table_shape(t), row_order=random_row_order(30, seed=1))
     ce = emb.to_contracted()
