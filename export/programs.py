@@ -41,10 +41,11 @@ def frozen_copy(model: SASRec, contract: bool = True) -> SASRec:
     layers, which take fewer ops there.
     """
     m = copy.deepcopy(model).eval()
-    for module in list(m.modules() if contract else ()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, TTLinear) or (isinstance(child, TTEmbedding) and child.scoring == "factorized"):
-                setattr(module, name, child.to_contracted())
+    if contract:
+        for module in list(m.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, TTLinear) or (isinstance(child, TTEmbedding) and child.scoring == "factorized"):
+                    setattr(module, name, child.to_contracted())
     m.requires_grad_(False)
     return m
 

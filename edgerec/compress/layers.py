@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tt import (TTShape, contraction_weights, decompose, expand_cores, param_shapes, tt_contract,
+from .tt import (TTShape, contraction_weights, decompose, expand_cores, param_shapes, scoring_weights, tt_contract,
                  tt_contract_scores, tt_dense, tt_rows, tt_scores)
 
 __all__ = ["TTEmbedding", "ContractedTTEmbedding", "TTLinear", "ContractedTTLinear", "Scoring", "random_row_order",
@@ -195,10 +195,9 @@ class ContractedTTEmbedding(TTEmbedding):
 
     def __init__(self, source: TTEmbedding) -> None:
         super().__init__(source.num_items, source.dim, source.shape, "factorized", source.row_order)
-        with torch.no_grad():  # each core flattened to (I_k r_{k-1}/t, J_k r_k/t), the layout the scoring matmuls take
-            self.cores = nn.ParameterList(
-                nn.Parameter(c.detach().reshape(c.shape[0] * c.shape[1], c.shape[2]).clone(), requires_grad=False)
-                for c in source.cores)
+        with torch.no_grad():  # each core in the (I_k r_{k-1}/t, J_k r_k/t) layout the scoring matmuls take
+            flat = scoring_weights([c.detach() for c in source.cores], source.shape)
+        self.cores = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in flat)
 
     def plain_cores(self) -> list[torch.Tensor]:
         return expand_cores([c.reshape(s) for c, s in zip(self.cores, param_shapes(self.shape))], self.shape)

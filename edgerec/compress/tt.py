@@ -47,6 +47,7 @@ __all__ = [
     "tt_rows",
     "tt_dense",
     "tt_scores",
+    "scoring_weights",
     "contraction_weights",
     "tt_contract",
     "tt_contract_scores",
@@ -249,12 +250,11 @@ def tt_scores(h: torch.Tensor, cores: list[torch.Tensor], shape: TTShape) -> tor
     return x.reshape(b, -1)
 
 
-def contraction_weights(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
-    """Each core's parameters as the ``(out, in)`` matrix :func:`tt_contract` applies.
+def scoring_weights(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
+    """Each core's parameters ``(I_k, r_{k-1}/t, J_k r_k/t)`` flattened to ``(I_k r_{k-1}/t, J_k r_k/t)``.
 
-    Core ``k``'s parameters ``(I_k, r_{k-1}/t, J_k r_k/t)`` flattened to
-    ``(I_k r_{k-1}/t, J_k r_k/t)`` and transposed: the same numbers, laid out as an
-    ``nn.Linear`` weight so a lowered program sees constant weights.
+    The layout :func:`tt_contract_scores` multiplies by, already an ``nn.Linear`` weight
+    (out, in): the same numbers, as views of the parameters.
     """
     if len(params) != shape.num_cores:
         raise ValueError(f"{shape.num_cores} cores expected, got {len(params)}")
@@ -262,8 +262,17 @@ def contraction_weights(params: list[torch.Tensor], shape: TTShape) -> list[torc
     for p, expected in zip(params, param_shapes(shape)):
         if tuple(p.shape) != expected:
             raise ValueError(f"core parameters are {tuple(p.shape)}, the TT shape needs {expected}")
-        out.append(p.reshape(expected[0] * expected[1], expected[2]).T.contiguous())
+        out.append(p.reshape(expected[0] * expected[1], expected[2]))
     return out
+
+
+def contraction_weights(params: list[torch.Tensor], shape: TTShape) -> list[torch.Tensor]:
+    """Each core's parameters as the ``(out, in)`` matrix :func:`tt_contract` applies.
+
+    The transposes of :func:`scoring_weights`: the same numbers, laid out as an
+    ``nn.Linear`` weight so a lowered program sees constant weights.
+    """
+    return [w.T.contiguous() for w in scoring_weights(params, shape)]
 
 
 def tt_contract(x: torch.Tensor, weights: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
@@ -296,34 +305,31 @@ def tt_contract(x: torch.Tensor, weights: list[torch.Tensor], shape: TTShape) ->
     return state.reshape(-1, shape.cols)
 
 
-def tt_contract_scores(h: torch.Tensor, params: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
+def tt_contract_scores(h: torch.Tensor, weights: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
     """``h @ A.T`` for every row of ``A``, like :func:`tt_scores`, with constant-weight matmuls.
 
-    h: (B, cols); params: the core parameters, each flattened to ``(I_k r_{k-1}/t, J_k r_k/t)``
-    (a view of the ``(I_k, r_{k-1}/t, J_k r_k/t)`` parameter, already an ``nn.Linear`` weight
-    layout). Returns (B, padded_rows). Contracts the cores right to left; the ``t`` phases
-    of the STP identity ride along as rows, so nothing is expanded and every matmul's
-    second operand is a parameter, which a lowered program runs as a static-weight linear.
-    Tensors have at most 5 dimensions.
+    h: (B, cols); weights from :func:`scoring_weights`. Returns (B, padded_rows). Contracts
+    the cores right to left; the ``t`` phases of the STP identity ride along as rows, so
+    nothing is expanded and every matmul's second operand is a parameter, which a lowered
+    program runs as a static-weight linear. Tensors have at most 5 dimensions, and the
+    leading size is inferred in every reshape, as in :func:`tt_contract`.
     """
-    b = h.shape[0]
-    d = shape.num_cores
     r = shape.full_ranks
     pre, after = shape.cols, 1  # column digits j_1..j_k not yet contracted; row digits made
-    state = h.reshape(b, pre, 1, 1)  # (B, Jpre, Iafter, r_k) with j_k the last digit of Jpre
-    for k in range(d - 1, -1, -1):
+    state = h.reshape(-1, pre, 1, 1)  # (B, Jpre, Iafter, r_k) with j_k the last digit of Jpre
+    for k in range(shape.num_cores - 1, -1, -1):
         ik, jk, t = shape.row_factors[k], shape.col_factors[k], shape.stp(k)
         pre //= jk
         c = jk * r[k + 1]
         p = r[k] // t
         # (B Jpre, J_k, Iafter, r_k) -> (B Jpre Iafter t, J_k r_k / t): the phase of c joins the rows
-        y = state.reshape(b * pre, jk, after, r[k + 1]).permute(0, 2, 1, 3).reshape(b * pre, after, c // t, t)
-        y = y.permute(0, 1, 3, 2).reshape(b * pre * after * t, c // t)
-        y = torch.nn.functional.linear(y, params[k])  # (B Jpre Iafter t, I_k p)
-        y = y.reshape(b * pre, after, t, ik, p).permute(0, 3, 1, 4, 2)  # (B Jpre, I_k, Iafter, p, t)
+        y = state.reshape(-1, jk, after, r[k + 1]).permute(0, 2, 1, 3).reshape(-1, after, c // t, t)
+        y = y.permute(0, 1, 3, 2).reshape(-1, c // t)
+        y = torch.nn.functional.linear(y, weights[k])  # (B Jpre Iafter t, I_k p)
+        y = y.reshape(-1, after, t, ik, p).permute(0, 3, 1, 4, 2)  # (B Jpre, I_k, Iafter, p, t)
         after *= ik
-        state = y.reshape(b, pre, after, r[k])
-    return state.reshape(b, shape.padded_rows)
+        state = y.reshape(-1, pre, after, r[k])
+    return state.reshape(-1, shape.padded_rows)
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from edgerec.compress.tt import (
     factorize,
     mixed_radix,
     param_shapes,
+    scoring_weights,
     tt_contract,
     tt_contract_scores,
     tt_dense,
@@ -90,8 +91,7 @@ def test_contractions_with_the_parameters_equal_the_dense_products(t, row_factor
     x = torch.randn(5, rows, dtype=torch.float64)
     torch.testing.assert_close(tt_contract(x, contraction_weights(params, shape), shape), x @ dense)
     h = torch.randn(3, cols, dtype=torch.float64)
-    flat = [p.reshape(p.shape[0] * p.shape[1], p.shape[2]) for p in params]
-    torch.testing.assert_close(tt_contract_scores(h, flat, shape), h @ dense.T)
+    torch.testing.assert_close(tt_contract_scores(h, scoring_weights(params, shape), shape), h @ dense.T)
 
 
 def test_contractions_check_their_inputs():
