@@ -19,11 +19,12 @@ phone).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PatchSpec", "apply_patch", "initial_patch", "patch_loss", "patch_sgd_step", "PATCH_NAMES"]
+__all__ = ["PatchSpec", "ItemScorer", "apply_patch", "initial_patch", "patch_loss", "patch_sgd_step", "PATCH_NAMES"]
 
 PATCH_NAMES = ("patch_bias", "patch_down", "patch_up")
 
@@ -64,9 +65,21 @@ def patch_loss(u: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, bias
     return F.cross_entropy(logits, targets - 1)
 
 
+class ItemScorer(Protocol):
+    """Scores every item without handing out its table (a factorised table, for one)."""
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, dim) -> (B, num_items): ``h @ table.T``."""
+        ...
+
+    def score_transpose(self, w: torch.Tensor) -> torch.Tensor:
+        """(B, num_items) -> (B, dim): ``w @ table``."""
+        ...
+
+
 def patch_sgd_step(
     u: torch.Tensor,
-    table: torch.Tensor,
+    table: torch.Tensor | ItemScorer,
     targets: torch.Tensor,
     bias: torch.Tensor,
     down: torch.Tensor,
@@ -76,19 +89,26 @@ def patch_sgd_step(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One SGD step on the patch with the gradient in closed form.
 
+    ``table`` is the ``(N, dim)`` rows of items 1..N, or an :class:`ItemScorer` that scores
+    against them without building them: a factorised table then takes the step with its
+    cores, and a lowered program stores the cores, not a table folded from them.
     Returns ``(bias', down', up', loss)`` where ``loss`` is the mean cross-entropy at the
     patch *before* the step. ``lr`` is a 1-element tensor so the program takes it as an
     input. Equal to autograd SGD on :func:`patch_loss` (plus ``weight_decay / 2 * |patch|^2``).
     """
+    if isinstance(table, torch.Tensor):
+        scores, pull_back = (lambda h: h @ table.T), (lambda w: w @ table)
+    else:
+        scores, pull_back = table.score, table.score_transpose
     b = u.shape[0]
     z = u @ down  # (B, rank)
     u_p = u + bias + z @ up  # (B, dim)
-    logits = u_p @ table.T  # (B, N)
+    logits = scores(u_p)  # (B, N)
     log_p = torch.log_softmax(logits, dim=-1)
-    onehot = F.one_hot(targets - 1, table.shape[0]).to(u.dtype)  # (B, N)
+    onehot = F.one_hot(targets - 1, logits.shape[-1]).to(u.dtype)  # (B, N)
     loss = -(log_p * onehot).sum() / b
     g_logits = (log_p.exp() - onehot) / b  # dL/dlogits
-    g_u = g_logits @ table  # (B, dim)
+    g_u = pull_back(g_logits)  # (B, dim)
     g_bias = g_u.sum(0) + weight_decay * bias
     g_up = z.T @ g_u + weight_decay * up  # (rank, dim)
     g_down = u.T @ (g_u @ up.T) + weight_decay * down  # (dim, rank)

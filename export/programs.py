@@ -90,8 +90,10 @@ class PatchSGDStep(nn.Module):
                 patch_down: torch.Tensor, patch_up: torch.Tensor, lr: torch.Tensor):
         # histories: (B, L) int64; targets: (B,) int64 item ids; lr: (1,) -> new patch, loss (scalar)
         u = self.model.user_representation(histories)  # (B, dim)
-        return patch_sgd_step(u, scoring_table(self.model, anchor=targets), targets, patch_bias, patch_down,
-                              patch_up, lr, self.weight_decay)
+        emb = self.model.item_embedding
+        # a factorised table steps through its cores; a dense one hands over its rows
+        table = emb if isinstance(emb, TTEmbedding) else scoring_table(self.model, anchor=targets)
+        return patch_sgd_step(u, table, targets, patch_bias, patch_down, patch_up, lr, self.weight_decay)
 
 
 class PatchTrainer(nn.Module):

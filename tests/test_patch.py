@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from edgerec.compress.layers import TTEmbedding, random_row_order
+from edgerec.compress.tt import TTShape
 from edgerec.patch import PatchSpec, apply_patch, initial_patch, patch_loss, patch_sgd_step
 
 
@@ -50,3 +52,18 @@ def test_steps_lower_the_loss_from_the_initial_patch():
         losses.append(float(loss))
     assert losses[-1] < 0.7 * losses[0]
     assert patch[2].abs().sum() > 0 and patch[1].abs().sum() > 0  # the low-rank part learns too
+
+
+def test_a_factorised_table_steps_like_its_rows():
+    torch.manual_seed(0)
+    shape = TTShape(rows=31, cols=8, row_factors=(4, 8), col_factors=(2, 4), ranks=(4,), t=2)
+    emb = TTEmbedding(30, 8, shape, row_order=random_row_order(30, seed=1)).double()
+    u, _, targets = problem()
+    patch = [p.double() + 0.05 for p in initial_patch(PatchSpec(dim=8, rank=3))]
+    lr = torch.tensor([0.5], dtype=torch.float64)
+    with torch.no_grad():
+        want = patch_sgd_step(u, emb.to_dense()[1:], targets, *patch, lr, weight_decay=0.1)
+        for table in (emb, emb.to_contracted()):  # scored and pulled back through the cores
+            got = patch_sgd_step(u, table, targets, *patch, lr, weight_decay=0.1)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b)

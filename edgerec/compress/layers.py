@@ -153,6 +153,34 @@ class TTEmbedding(_TTCores):
         # h: (B, dim) -> (B, padded_rows), grid-row order
         return tt_scores(h, self.plain_cores(), self.shape)
 
+    def score_transpose(self, w: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`score`: ``w @ table[1:]`` without building the table.
+
+        w: (..., num_items), one weight per item (column j is item j + 1) -> (..., dim). With
+        ``w`` a loss's gradient with respect to the scores this is its gradient with respect
+        to ``h``, so a closed-form training step (:func:`edgerec.patch.patch_sgd_step`) needs
+        only the cores.
+        """
+        if self.scoring == "dense":
+            return w @ self.to_dense()[1:]
+        lead = w.shape[:-1]
+        w = w.reshape(-1, self.num_items)
+        # (B, padded_rows): item j's weight at column j; padding row 0 and the spare rows weigh 0
+        grid = F.pad(w, (1, self.shape.padded_rows - self.num_items - 1))
+        if self.row_order is not None:  # grid row row_order[j] takes item j's column (bundles bake the order)
+            grid = grid.index_select(1, self._grid_items())
+        return self._grid_transpose(grid).reshape(*lead, self.dim)
+
+    def _grid_items(self) -> torch.Tensor:
+        """(padded_rows,) int64: the column of the padded item weights that each grid row reads."""
+        assert self.row_order is not None
+        spare = torch.arange(self.num_items + 1, self.shape.padded_rows, device=self.row_order.device)
+        return torch.cat([torch.argsort(self.row_order), spare])
+
+    def _grid_transpose(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, padded_rows) in grid-row order -> (B, dim)
+        return tt_contract(x, contraction_weights(list(self.cores), self.shape), self.shape)
+
     def to_contracted(self) -> "ContractedTTEmbedding":
         """The same table scoring through constant-weight matmuls (for lowered programs)."""
         return ContractedTTEmbedding(self)
@@ -198,6 +226,8 @@ class ContractedTTEmbedding(TTEmbedding):
         with torch.no_grad():  # each core in the (I_k r_{k-1}/t, J_k r_k/t) layout the scoring matmuls take
             flat = scoring_weights([c.detach() for c in source.cores], source.shape)
         self.cores = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in flat)
+        if self.row_order is not None:  # a constant for lowered programs (ExecuTorch has no sort kernel)
+            self.register_buffer("grid_items", super()._grid_items(), persistent=False)
 
     def plain_cores(self) -> list[torch.Tensor]:
         return expand_cores([c.reshape(s) for c, s in zip(self.cores, param_shapes(self.shape))], self.shape)
@@ -207,6 +237,20 @@ class ContractedTTEmbedding(TTEmbedding):
 
     def _grid_scores(self, h: torch.Tensor) -> torch.Tensor:
         return tt_contract_scores(h, list(self.cores), self.shape)
+
+    def _grid_items(self) -> torch.Tensor:
+        return self.grid_items
+
+    def bake_row_order(self) -> torch.Tensor | None:
+        order = super().bake_row_order()
+        if order is not None:
+            del self.grid_items
+        return order
+
+    def _grid_transpose(self, x: torch.Tensor) -> torch.Tensor:
+        # transposes of the cores, not a second copy: Core ML folds them into core-sized constants;
+        # XNNPACK runs each as a linear or, where it does not see a static weight, a small matmul
+        return tt_contract(x, [w.T for w in self.cores], self.shape)
 
 
 class TTLinear(_TTCores):

@@ -276,20 +276,21 @@ def contraction_weights(params: list[torch.Tensor], shape: TTShape) -> list[torc
 
 
 def tt_contract(x: torch.Tensor, weights: list[torch.Tensor], shape: TTShape) -> torch.Tensor:
-    """``x @ A`` for the ``(rows, cols)`` TT matrix ``A``, core by core, never building ``A``.
+    """``x @ A`` for the ``(padded_rows, cols)`` TT matrix ``A``, core by core, never building ``A``.
 
-    x: (N, rows) with ``rows == prod(row_factors)``; weights from :func:`contraction_weights`.
-    Returns (N, cols). Each core is one matmul against a constant matrix with reshapes and
-    permutes of at most 5 dimensions around it, so a lowered program runs it as a few
-    delegated linear ops; the STP identity factor is never expanded (its ``t`` phases ride
-    along as rows). Slower than rebuilding ``A`` in eager PyTorch, where every op costs a
-    dispatch (benchmarks/RESULTS.md).
+    x: (N, padded_rows), one weight per row of the grid (zero on padding rows to leave them
+    out); weights from :func:`contraction_weights`. Returns (N, cols). Each core is one
+    matmul against a constant matrix with reshapes and permutes of at most 5 dimensions
+    around it, so a lowered program runs it as a few delegated linear ops; the STP identity
+    factor is never expanded (its ``t`` phases ride along as rows). Slower than rebuilding
+    ``A`` in eager PyTorch, where every op costs a dispatch (benchmarks/RESULTS.md).
     """
-    if shape.padded_rows != shape.rows:
-        raise ValueError(f"tt_contract needs row factors that multiply to exactly {shape.rows}, got {shape.row_factors}")
+    if x.shape[-1] != shape.padded_rows:
+        raise ValueError(f"tt_contract takes one column per grid row: x has {x.shape[-1]} columns, the TT shape "
+                         f"{shape.row_factors} has {shape.padded_rows} rows")
     # The leading size is always -1: a lowered program then sees reshapes with one inferred
     # and otherwise constant sizes, which XNNPACK takes even when the batch is dynamic.
-    rest, done, r = shape.rows, 1, 1  # input digits left, output columns made, current rank
+    rest, done, r = shape.padded_rows, 1, 1  # input digits left, output columns made, current rank
     state = x.reshape(-1, rest, 1)  # (N, rest * done, r): digits i_k.. major, then j_1..j_{k-1}, then rank
     for k, w in enumerate(weights):
         ik, jk, rk, t = shape.row_factors[k], shape.col_factors[k], shape.full_ranks[k + 1], shape.stp(k)

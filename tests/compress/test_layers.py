@@ -74,6 +74,24 @@ def test_contracted_forms_compute_the_same_layer_with_the_same_parameters(t):
         ce.load_from_dense(emb.to_dense())
 
 
+@pytest.mark.parametrize("t", [1, 2])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_score_transpose_weighs_the_rows_of_the_table(t, ordered):
+    torch.manual_seed(t)
+    order = random_row_order(30, seed=2) if ordered else None
+    emb = TTEmbedding(30, 8, table_shape(t), row_order=order).double()
+    table = emb.to_dense()
+    w = torch.randn(2, 3, 30, dtype=torch.float64)  # one weight per item 1..30
+    h = torch.randn(2, 3, 8, dtype=torch.float64)
+    for form in (emb, emb.to_contracted()):
+        got = form.score_transpose(w)
+        torch.testing.assert_close(got, w @ table[1:])
+        # the adjoint of score: <score(h), w> == <h, score_transpose(w)>
+        torch.testing.assert_close((form.score(h) * w).sum(), (h * got).sum())
+    emb.scoring = "dense"
+    torch.testing.assert_close(emb.score_transpose(w), w @ table[1:])
+
+
 def test_gradients_reach_every_core():
     emb = TTEmbedding(30, 8, table_shape())
     lin = TTLinear(8, 8, TTShape(8, 8, (2, 4), (4, 2), (2,), t=2))
@@ -148,6 +166,14 @@ def test_bake_row_order_renumbers_items_and_drops_the_buffer():
     torch.testing.assert_close(emb(order[ids]), before)  # new index of item i is order[i]
     torch.testing.assert_close(emb.score(h)[:, order[1:] - 1], scores_before)
     assert emb.bake_row_order() is None
+    contracted = TTEmbedding(30, 8, table_shape(), row_order=order).to_contracted()
+    w = torch.randn(2, 30)
+    before = contracted.score_transpose(w)
+    contracted.bake_row_order()
+    assert not dict(contracted.named_buffers())  # the order and what was derived from it are gone
+    renumbered = torch.zeros_like(w)
+    renumbered[:, order[1:] - 1] = w  # item i's weight moves to its new index order[i]
+    torch.testing.assert_close(contracted.score_transpose(renumbered), before, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("order, message", [

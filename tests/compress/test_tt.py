@@ -94,9 +94,19 @@ def test_contractions_with_the_parameters_equal_the_dense_products(t, row_factor
     torch.testing.assert_close(tt_contract_scores(h, scoring_weights(params, shape), shape), h @ dense.T)
 
 
+def test_contraction_of_a_padded_grid_weighs_every_grid_row():
+    shape = TTShape(rows=50, cols=16, row_factors=(4, 5, 3), col_factors=(2, 2, 4), ranks=(4, 8), t=2)
+    params = random_params(shape, seed=3)
+    grid = tt_dense(expand_cores(params, shape), shape)  # (60, 16): rows 50.. are padding
+    x = torch.randn(5, 60, dtype=torch.float64)
+    x[:, 50:] = 0
+    got = tt_contract(x, contraction_weights(params, shape), shape)
+    torch.testing.assert_close(got, x[:, :50] @ grid[:50])
+
+
 def test_contractions_check_their_inputs():
     padded = TTShape(rows=50, cols=16, row_factors=(4, 5, 3), col_factors=(2, 2, 4), ranks=(4, 8), t=2)
-    with pytest.raises(ValueError, match="multiply to exactly 50"):
+    with pytest.raises(ValueError, match="x has 50 columns, the TT shape .* has 60 rows"):
         tt_contract(torch.randn(2, 50), contraction_weights(random_params(padded), padded), padded)
     exact = TTShape(rows=16, cols=16, row_factors=(4, 4), col_factors=(4, 4), ranks=(2,), t=1)
     with pytest.raises(ValueError, match=r"core parameters are \(4, 1, 8\), the TT shape needs \(4, 2, 4\)"):

@@ -54,6 +54,21 @@ def test_int8_variant_and_sgd_step_schema(teacher, tmp_path):
     assert [o["name"] for o in step["outputs"]] == ["new_patch_bias", "new_patch_down", "new_patch_up", "loss"]
 
 
+def test_student_sgd_step_keeps_the_cores_not_a_table(teacher, student):
+    import copy
+
+    student = copy.deepcopy(student)
+    student.item_embedding.scoring = "factorized"  # as bundles export it
+
+    def table_constants(model):
+        art = convert_sgd_step(model, patch=SPEC)
+        return [c for rows in (N_ITEMS, N_ITEMS + 1) for c in mil_constants(art.model, (rows, 16))]
+
+    assert table_constants(teacher), "the check finds the teacher's table"
+    # scores and their gradient contract the cores; nothing folds them into a (items, dim) constant
+    assert not table_constants(student)
+
+
 def test_predictions_match_eager(converted):
     ok, reason = can_predict()
     if not ok:

@@ -77,23 +77,34 @@ def test_runtime_sgd_steps_equal_eager_autograd_sgd(lowered, patch_spec):
     assert losses[-1] < losses[0]
 
 
-def test_student_recommend_runs_its_factorised_layers_in_xnnpack_and_matches_the_source(student, patch_spec):
+@pytest.fixture(scope="module")
+def factorised(student, patch_spec):
+    """The student as bundles export it: scored factorised (its plan chose "dense")."""
+    student = copy.deepcopy(student)
+    student.item_embedding.scoring = "factorized"
+    art = export_inference(student, k=10, patch=patch_spec, etrecord=False)
+    return student, art, load_program(art.buffer)
+
+
+def portable_matmuls(buffer: bytes, method: str) -> list[str]:
     from executorch.exir._serialize._program import deserialize_pte_binary
     from executorch.exir.schema import KernelCall
 
-    from edgerec.patch import apply_patch
-
-    student = copy.deepcopy(student)
-    student.item_embedding.scoring = "factorized"  # as bundles export it (the plan chose "dense")
-    art = export_inference(student, k=10, patch=patch_spec, etrecord=False)
-    plan = {p.name: p for p in deserialize_pte_binary(art.buffer).program.execution_plan}["recommend"]
+    plan = {p.name: p for p in deserialize_pte_binary(buffer).program.execution_plan}[method]
     calls = [plan.operators[i.instr_args.op_index].name for chain in plan.chains for i in chain.instructions
              if isinstance(i.instr_args, KernelCall)]
+    return [name for name in calls if name in ("aten::mm", "aten::addmm", "aten::bmm")]
+
+
+def test_student_recommend_runs_its_factorised_layers_in_xnnpack_and_matches_the_source(factorised, patch_spec):
+    from edgerec.patch import apply_patch
+
+    student, art, program = factorised
     # The cores enter static-weight XNNPACK linears; weights rebuilt from the cores or cores
     # expanded at every call would be matmuls of computed tensors on portable kernels. The
     # two left are the patch's (u @ down @ up: both operands are program inputs).
-    assert sum(name in ("aten::mm", "aten::addmm", "aten::bmm") for name in calls) == 2, calls
-    method = load_program(art.buffer).load_method("recommend")
+    assert len(portable_matmuls(art.buffer, "recommend")) == 2
+    method = program.load_method("recommend")
     patch = user_patch(patch_spec)
     for hist in histories(4, seed=9):
         ids, scores = method.execute([hist.unsqueeze(0), *patch])
@@ -102,6 +113,36 @@ def test_student_recommend_runs_its_factorised_layers_in_xnnpack_and_matches_the
                                                                        *patch)), 10)
         assert torch.equal(ids, ref_ids + 1)
         torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_student_sgd_step_goes_through_the_cores_and_equals_the_dense_step(factorised, patch_spec):
+    from torch.export import export
+
+    from edgerec.export.programs import PatchSGDStep
+    from edgerec.patch import patch_sgd_step
+
+    student, _, program = factorised
+    local, targets = histories(6, seed=4), torch.randint(1, N_ITEMS + 1, (6,), generator=torch.Generator().manual_seed(5))
+    lr = torch.tensor([0.3])
+    patch = got = user_patch(patch_spec)
+    # Scores and their gradient both contract the cores: no tensor of the program is a table
+    # (a row per item, or per grid row, by the model's dimension), which a converter would fold
+    # into a constant of the uncompressed size.
+    graph = export(PatchSGDStep(student), (local, targets, *patch, lr)).graph
+    shapes = {tuple(n.meta["val"].shape) for n in graph.nodes if isinstance(n.meta.get("val"), torch.Tensor)}
+    tables = [s for s in shapes if len(s) == 2 and s[0] >= N_ITEMS and s[1] == student.dim]
+    assert not tables
+    assert (6, N_ITEMS) in shapes  # the check sees the scores: it looks at the right graph
+    step = program.load_method("sgd_step")
+    with torch.no_grad():
+        u = student.user_representation(local)
+        table = student.item_embedding.to_dense()[1:]  # the materialised rows of the source student
+    for _ in range(3):
+        *got, loss = step.execute([local, targets, *got, lr])
+        *patch, ref_loss = patch_sgd_step(u, table, targets, *patch, lr)
+        assert float(loss) == pytest.approx(float(ref_loss), rel=1e-4)
+        for a, b in zip(got, patch):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
