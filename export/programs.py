@@ -91,8 +91,9 @@ class PatchSGDStep(nn.Module):
         # histories: (B, L) int64; targets: (B,) int64 item ids; lr: (1,) -> new patch, loss (scalar)
         u = self.model.user_representation(histories)  # (B, dim)
         emb = self.model.item_embedding
-        # a factorised table steps through its cores; a dense one hands over its rows
-        table = emb if isinstance(emb, TTEmbedding) else scoring_table(self.model, anchor=targets)
+        # a table that scores and back-propagates by itself (factorised: through its cores) is used
+        # as such; a quantised one hands over its dequantised rows
+        table = emb if hasattr(emb, "score_transpose") else scoring_table(self.model, anchor=targets)
         return patch_sgd_step(u, table, targets, patch_bias, patch_down, patch_up, lr, self.weight_decay)
 
 

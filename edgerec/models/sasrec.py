@@ -141,6 +141,12 @@ class DenseItemEmbedding(nn.Module):
         # one fused matmul instead of copying all of it on every call.
         return F.linear(h, self.weight)[..., 1:]
 
+    def score_transpose(self, w: torch.Tensor) -> torch.Tensor:
+        # w: (..., num_items) one weight per item -> (..., dim) = w @ table[1:]; the transpose of
+        # score, and like it on the whole table (padding weighted 0), so a lowered program reads
+        # the one table it has rather than a sliced copy
+        return F.pad(w, (1, 0)) @ self.weight
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float, linear: LinearFactory = nn.Linear) -> None:

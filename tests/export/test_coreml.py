@@ -54,7 +54,7 @@ def test_int8_variant_and_sgd_step_schema(teacher, tmp_path):
     assert [o["name"] for o in step["outputs"]] == ["new_patch_bias", "new_patch_down", "new_patch_up", "loss"]
 
 
-def test_student_sgd_step_keeps_the_cores_not_a_table(teacher, student):
+def test_sgd_steps_keep_the_tables_they_have(teacher, student):
     import copy
 
     student = copy.deepcopy(student)
@@ -62,9 +62,13 @@ def test_student_sgd_step_keeps_the_cores_not_a_table(teacher, student):
 
     def table_constants(model):
         art = convert_sgd_step(model, patch=SPEC)
-        return [c for rows in (N_ITEMS, N_ITEMS + 1) for c in mil_constants(art.model, (rows, 16))]
+        return [c for shape in [(N_ITEMS, 16), (N_ITEMS + 1, 16), (16, N_ITEMS), (16, N_ITEMS + 1)]
+                for c in mil_constants(art.model, shape)]
 
-    assert table_constants(teacher), "the check finds the teacher's table"
+    # the teacher's step reads its one table (and a transpose coremltools makes for the
+    # gradient), not also a copy of the rows 1..N that scoring uses
+    shapes = sorted(c.shape for c in table_constants(teacher))
+    assert shapes and all(N_ITEMS not in s for s in shapes), shapes
     # scores and their gradient contract the cores; nothing folds them into a (items, dim) constant
     assert not table_constants(student)
 

@@ -86,6 +86,8 @@ def test_scores_cover_real_items_only():
     assert table.shape == (N_ITEMS + 1, 16)
     clone = DenseItemEmbedding.from_dense(table.detach())
     torch.testing.assert_close(clone.to_dense(), table)
+    w = torch.randn(2, N_ITEMS)  # one weight per real item: the padding row takes none
+    torch.testing.assert_close(model.item_embedding.score_transpose(w), w @ model.item_embedding.weight[1:])
 
 
 def test_builder_takes_layers():
