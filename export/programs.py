@@ -6,7 +6,9 @@
   user, the device stores a few numbers per user.
 * :class:`PatchSGDStep` - ``(histories, targets, patch, lr) -> (new patch, loss)``: one SGD
   step with the gradient in closed form (:func:`edgerec.patch.patch_sgd_step`). An
-  ordinary inference graph, so it lowers to XNNPACK and to a Core ML ML Program alike.
+  ordinary inference graph, so it lowers to XNNPACK and to a Core ML ML Program alike. A
+  factorised table scores and back-propagates through its cores (``score_transpose``), so
+  no converter can fold a table built from them into the file.
 * :class:`PatchTrainer` - the patch as trainable parameters and the loss as the first
   output, for ExecuTorch's training runtime (``_export_forward_backward``).
 * :class:`Encode`, :class:`Score`, :class:`TopK` - the stages of :class:`Recommend`,
