@@ -5,7 +5,8 @@ resident memory added by loading and running it, load time, and latency p50/p90 
 many runs after warm-up for ``recommend`` (one history) and ``sgd_step`` (a batch of
 local samples); the patch-only training program's forward-backward + SGD step; and a
 breakdown of ``recommend`` by stage (history encoding, scoring, top-K) from separately
-lowered stage programs. States the host CPU it ran on.
+lowered stage programs; and the size of each Core ML package, with its latency where
+Core ML can predict (macOS; elsewhere the reason is recorded). States the host CPU it ran on.
 
 The Python runtime is the same C++ runtime phones use, but timings here are the host's.
 Per-operator profiles (ETDump) need a runtime built with
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from edgerec.checkpoint import atomic_write_json
@@ -32,7 +34,7 @@ from .executorch import load_program
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bench_bundle", "format_bench", "host_cpu", "time_calls"]
+__all__ = ["bench_bundle", "bench_coreml", "format_bench", "host_cpu", "time_calls"]
 
 
 def host_cpu() -> dict[str, Any]:
@@ -148,6 +150,37 @@ def bench_stages(bundle: Bundle, variant: str, runs: int) -> dict[str, Any]:
             "topk": time_calls(lambda: topk.execute([scores]), runs)}
 
 
+def bench_coreml(bundle: Bundle, runs: int, batch: int) -> dict[str, Any] | None:
+    """Size of each Core ML package of the bundle; its latency where Core ML predicts (macOS)."""
+    target = bundle.manifest["targets"].get("coreml")
+    if not target:
+        return None
+    from .coreml import can_predict, package_bytes
+
+    ok, reason = can_predict()
+    files = {f"recommend_{v}": rel for v, rel in target["variants"].items()}
+    files["sgd_step"] = target["methods"]["sgd_step"]["file"]
+    patch = {n: t.numpy() for n, t in zip(bundle.manifest["patch"]["names"], bundle.initial_patch())}
+    out: dict[str, Any] = {"timing": "p50/p90 of MLModel.predict" if ok else reason, "packages": {}}
+    for name, rel in files.items():
+        entry: dict[str, Any] = {"file": rel, "bytes": package_bytes(bundle.file(rel))}
+        if ok:
+            import coremltools as ct
+
+            model = ct.models.MLModel(str(bundle.file(rel)))  # compiled for this machine on load
+            if name == "sgd_step":
+                local, targets = _inputs(bundle, batch, seed=1)
+                feed = {"histories": local.int().numpy(), "targets": targets.int().numpy(), **patch,
+                        "lr": np.array([0.01], dtype=np.float32)}
+                entry.update(time_calls(lambda: model.predict(feed), max(runs // 4, 10)), batch=batch)
+            else:
+                hist, _ = _inputs(bundle, 1)
+                feed = {"history": hist.int().numpy(), **patch}
+                entry.update(time_calls(lambda: model.predict(feed), runs))
+        out["packages"][name] = entry
+    return out
+
+
 def bench_bundle(path: str | Path, *, variants: tuple[str, ...] = ("fp32", "int8"), runs: int = 200,
                  batch: int = 8, stages: bool = True, json_path: str | Path | None = None) -> dict[str, Any]:
     bundle = Bundle.open(path)
@@ -165,6 +198,7 @@ def bench_bundle(path: str | Path, *, variants: tuple[str, ...] = ("fp32", "int8
         if stages:
             result["variants"][variant]["stages"] = bench_stages(bundle, variant, runs)
     result["training_program"] = bench_training(bundle, runs)
+    result["coreml"] = bench_coreml(bundle, runs, batch)
     if json_path:
         atomic_write_json(json_path, result)
     return result
@@ -192,5 +226,12 @@ def format_bench(result: dict[str, Any]) -> str:
     if tr:
         lines.append(f"training program (batch {tr['batch']}): forward+backward+SGD p50 "
                      f"{tr['forward_backward_sgd']['p50_ms']:.3f} ms, p90 {tr['forward_backward_sgd']['p90_ms']:.3f} ms")
+    cm = result.get("coreml")
+    if cm:
+        for name, v in cm["packages"].items():
+            timing = f", p50 {v['p50_ms']:.3f} ms, p90 {v['p90_ms']:.3f} ms" if "p50_ms" in v else ""
+            lines.append(f"Core ML {name}: {v['file']} {v['bytes'] / 1e6:.3f} MB{timing}")
+        if not any("p50_ms" in v for v in cm["packages"].values()):
+            lines.append(f"Core ML latency: {cm['timing']}")
     lines.append(f"ETRecord: {result['etrecord']}; ETDump: {result['etdump']}")
     return "\n".join(lines)

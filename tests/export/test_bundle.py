@@ -189,3 +189,11 @@ def test_bench_reports_every_measure(teacher_bundle, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["variants"]["fp32"]["file_bytes"] == v["file_bytes"]
     text = format_bench(res)
     assert "fp32 stages p50 ms: encode" in text and "training program (batch 8)" in text
+    from edgerec.export.coreml import can_predict, package_bytes
+
+    cm = res["coreml"]
+    assert set(cm["packages"]) == {"recommend_fp16", "sgd_step"}  # the bundle's fp16 variant and its step
+    for v in cm["packages"].values():
+        assert v["bytes"] == package_bytes(teacher_bundle / v["file"]) > 0
+        assert ("p50_ms" in v) == can_predict()[0]
+    assert f"Core ML sgd_step: coreml/SGDStep_fp16.mlpackage {cm['packages']['sgd_step']['bytes'] / 1e6:.3f} MB" in text
