@@ -172,10 +172,15 @@ class TTEmbedding(_TTCores):
         return self._grid_transpose(grid).reshape(*lead, self.dim)
 
     def _grid_items(self) -> torch.Tensor:
-        """(padded_rows,) int64: the column of the padded item weights that each grid row reads."""
+        """(padded_rows,) int64: the column of the padded item weights that each grid row reads.
+
+        The inverse of ``row_order``, by a scatter rather than a sort (ExecuTorch has no sort
+        kernel; a converter folds it, its inputs being constants): grid row ``row_order[j]``
+        reads column ``j``, the spare rows read their own (zero) columns.
+        """
         assert self.row_order is not None
-        spare = torch.arange(self.num_items + 1, self.shape.padded_rows, device=self.row_order.device)
-        return torch.cat([torch.argsort(self.row_order), spare])
+        cols = torch.arange(self.shape.padded_rows, device=self.row_order.device)
+        return cols.scatter(0, self.row_order, cols[: self.num_items + 1])
 
     def _grid_transpose(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, padded_rows) in grid-row order -> (B, dim)
@@ -226,8 +231,6 @@ class ContractedTTEmbedding(TTEmbedding):
         with torch.no_grad():  # each core in the (I_k r_{k-1}/t, J_k r_k/t) layout the scoring matmuls take
             flat = scoring_weights([c.detach() for c in source.cores], source.shape)
         self.cores = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in flat)
-        if self.row_order is not None:  # a constant for lowered programs (ExecuTorch has no sort kernel)
-            self.register_buffer("grid_items", super()._grid_items(), persistent=False)
 
     def plain_cores(self) -> list[torch.Tensor]:
         return expand_cores([c.reshape(s) for c, s in zip(self.cores, param_shapes(self.shape))], self.shape)
@@ -237,15 +240,6 @@ class ContractedTTEmbedding(TTEmbedding):
 
     def _grid_scores(self, h: torch.Tensor) -> torch.Tensor:
         return tt_contract_scores(h, list(self.cores), self.shape)
-
-    def _grid_items(self) -> torch.Tensor:
-        return self.grid_items
-
-    def bake_row_order(self) -> torch.Tensor | None:
-        order = super().bake_row_order()
-        if order is not None:
-            del self.grid_items
-        return order
 
     def _grid_transpose(self, x: torch.Tensor) -> torch.Tensor:
         # transposes of the cores, not a second copy: Core ML folds them into core-sized constants;

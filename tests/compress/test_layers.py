@@ -170,7 +170,7 @@ def test_bake_row_order_renumbers_items_and_drops_the_buffer():
     w = torch.randn(2, 30)
     before = contracted.score_transpose(w)
     contracted.bake_row_order()
-    assert not dict(contracted.named_buffers())  # the order and what was derived from it are gone
+    assert not dict(contracted.named_buffers())  # the order is gone
     renumbered = torch.zeros_like(w)
     renumbered[:, order[1:] - 1] = w  # item i's weight moves to its new index order[i]
     torch.testing.assert_close(contracted.score_transpose(renumbered), before, rtol=1e-5, atol=1e-5)
