@@ -108,7 +108,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     opts = ExportOptions(targets=targets, k=args.k, patch_rank=args.patch_rank,
                          executorch_variants=tuple(args.executorch_variants.split(",")),
                          coreml_variants=tuple(args.coreml_variants.split(",")),
-                         dynamic_length=args.dynamic_length, training_program=not args.no_training_program)
+                         dynamic_length=args.dynamic_length, training_program=not args.no_training_program,
+                         max_local_batch=args.max_local_batch)
     path = write_bundle(args.checkpoint, args.out, opts)
     bundle = Bundle.open(path)
     print(f"bundle {path}: {bundle.manifest['model']['kind']}, {bundle.num_items} items, top-{bundle.top_k}")
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coreml-variants", default="fp16,int8")
     p.add_argument("--dynamic-length", action="store_true", help="history length dynamic (1..max_len) in ExecuTorch")
     p.add_argument("--no-training-program", action="store_true", help="skip the ExecuTorch training program")
+    p.add_argument("--max-local-batch", type=int, default=64,
+                   help="most local samples one sgd_step call takes; the step's memory is planned for this many "
+                        "(several batch x items float matrices)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="measure a bundle through the ExecuTorch runtime")

@@ -84,6 +84,7 @@ def _inputs(bundle: Bundle, batch: int, seed: int = 0):
 
 def bench_variant(bundle: Bundle, variant: str, runs: int, batch: int) -> dict[str, Any]:
     path = bundle.executorch_file(variant)
+    batch = min(batch, bundle.manifest["targets"]["executorch"]["methods"]["sgd_step"].get("max_batch", batch))
     patch = bundle.initial_patch()
     loads = []
     rss0 = _rss_mb()
@@ -169,6 +170,7 @@ def bench_coreml(bundle: Bundle, runs: int, batch: int) -> dict[str, Any] | None
 
             model = ct.models.MLModel(str(bundle.file(rel)))  # compiled for this machine on load
             if name == "sgd_step":
+                batch = min(batch, target["methods"]["sgd_step"].get("max_batch", batch))
                 local, targets = _inputs(bundle, batch, seed=1)
                 feed = {"histories": local.int().numpy(), "targets": targets.int().numpy(), **patch,
                         "lr": np.array([0.01], dtype=np.float32)}

@@ -74,6 +74,8 @@ class ExportOptions:
     dynamic_length: bool = False
     training_program: bool = True
     weight_decay: float = 0.0  # of the on-device patch step
+    # most local samples one sgd_step call takes; the step's memory is planned for this many
+    max_local_batch: int = 64
 
     def __post_init__(self) -> None:
         unknown = set(self.targets) - set(TARGETS)
@@ -83,6 +85,8 @@ class ExportOptions:
             raise BundleError(f"top-K must be >= 1, got {self.k}")
         if self.patch_rank < 1:
             raise BundleError(f"patch rank must be >= 1, got {self.patch_rank}")
+        if not 2 <= self.max_local_batch <= 4096:
+            raise BundleError(f"max local batch must be in [2, 4096], got {self.max_local_batch}")
         if set(self.executorch_variants) - {"fp32", "int8"}:
             raise BundleError(f"ExecuTorch variants are fp32 and int8, got {list(self.executorch_variants)}")
         if set(self.coreml_variants) - {"fp16", "int8"}:
@@ -147,7 +151,7 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
             for variant in et_variants:
                 art = et.export_inference(model, k=opts.k, patch=spec, quantize=variant,
                                           dynamic_length=opts.dynamic_length, weight_decay=opts.weight_decay,
-                                          etrecord=variant == "fp32")
+                                          etrecord=variant == "fp32", max_batch=opts.max_local_batch)
                 art.save(tmp / "executorch" / f"model_{variant}.pte")
                 if art.etrecord is not None:
                     art.save_etrecord(tmp / "executorch" / f"model_{variant}.etrecord")
@@ -171,11 +175,13 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
                 art.save(tmp / "coreml" / f"Recommend_{precision}.mlpackage")
                 variants[precision] = f"coreml/Recommend_{precision}.mlpackage"
                 schema = cm.io_schema(art.model)
-            step = cm.convert_sgd_step(model, patch=spec, weight_decay=opts.weight_decay)
+            step = cm.convert_sgd_step(model, patch=spec, weight_decay=opts.weight_decay,
+                                       max_batch=opts.max_local_batch)
             step.save(tmp / "coreml" / "SGDStep_fp16.mlpackage")
             targets["coreml"] = {
                 "variants": variants,
                 "methods": {"recommend": schema, "sgd_step": {"file": "coreml/SGDStep_fp16.mlpackage",
+                                                              "max_batch": opts.max_local_batch,
                                                               **cm.io_schema(step.model)}},
                 "minimum_deployment_target": "iOS17",
             }

@@ -3,7 +3,7 @@
 Conversion goes through ``torch.export`` (``run_decompositions({})`` first) and
 ``coremltools.convert``. Item ids are int32 inputs, as Core ML expects. Variants:
 ``fp16`` (fp16 compute and weights) and ``int8`` (int8 linear-quantised weights on top).
-The ``sgd_step`` program takes a flexible batch (1..64) of local samples, so iOS
+The ``sgd_step`` program takes a flexible batch (1..64 by default) of local samples, so iOS
 fine-tunes the patch with the same contract as Android, without a training runtime.
 
 coremltools converts on Linux but predicts and compiles only on macOS; elsewhere the
@@ -84,11 +84,11 @@ def convert_recommend(model: SASRec, *, k: int, patch: PatchSpec, precision: Pre
 
 
 def convert_sgd_step(model: SASRec, *, patch: PatchSpec, precision: Precision = "fp16",
-                     weight_decay: float = 0.0) -> CoreMLArtifact:
-    """``(histories (B, L), targets (B,), patch, lr) -> (new patch, loss)``, B in 1..64."""
-    local = torch.randint(1, model.num_items + 1, (4, model.max_len))
-    targets = torch.randint(1, model.num_items + 1, (4,))
-    batch = Dim("batch", min=1, max=MAX_LOCAL_BATCH)
+                     weight_decay: float = 0.0, max_batch: int = MAX_LOCAL_BATCH) -> CoreMLArtifact:
+    """``(histories (B, L), targets (B,), patch, lr) -> (new patch, loss)``, B in 1..max_batch."""
+    local = torch.randint(1, model.num_items + 1, (min(4, max_batch), model.max_len))
+    targets = torch.randint(1, model.num_items + 1, (min(4, max_batch),))
+    batch = Dim("batch", min=1, max=max_batch)
     args = (local, targets, *initial_patch(patch), torch.tensor([0.1]))
     return CoreMLArtifact(_convert(PatchSGDStep(model, weight_decay), args, SGD_OUTPUTS, precision,
                                    dynamic_shapes=({0: batch}, {0: batch}, None, None, None, None)), precision)

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 Quantize = Literal["fp32", "int8"]
-MAX_LOCAL_BATCH = 64  # most local samples one sgd_step call takes
+MAX_LOCAL_BATCH = 64  # default for the most local samples one sgd_step call takes
 
 
 class UntiedItemEmbedding(nn.Module):
@@ -154,8 +154,13 @@ def export_inference(
     dynamic_length: bool = False,
     weight_decay: float = 0.0,
     etrecord: bool = True,
+    max_batch: int = MAX_LOCAL_BATCH,
 ) -> ExecuTorchArtifact:
-    """Lower ``recommend`` and ``sgd_step`` into one program (weights stored once)."""
+    """Lower ``recommend`` and ``sgd_step`` into one program (weights stored once).
+
+    ``sgd_step`` takes 1..``max_batch`` local samples; its memory is planned for the
+    largest batch, several ``(max_batch, num_items)`` float matrices.
+    """
     model = model.eval()
     src = quantize_int8(model) if quantize == "int8" else model
     L = model.max_len
@@ -166,9 +171,9 @@ def export_inference(
     ep_rec = export(rec, (history, bias, down, up),
                     dynamic_shapes=({1: length}, None, None, None) if length else None)
     sgd = PatchSGDStep(src, weight_decay)
-    batch = Dim("batch", min=1, max=MAX_LOCAL_BATCH)
-    local = torch.randint(1, model.num_items + 1, (4, L))
-    targets = torch.randint(1, model.num_items + 1, (4,))
+    batch = Dim("batch", min=1, max=max_batch)
+    local = torch.randint(1, model.num_items + 1, (min(4, max_batch), L))
+    targets = torch.randint(1, model.num_items + 1, (min(4, max_batch),))
     lr = torch.tensor([0.1])
     ep_sgd = export(sgd, (local, targets, bias, down, up, lr),
                     dynamic_shapes=({0: batch}, {0: batch}, None, None, None, None))
@@ -185,7 +190,7 @@ def export_inference(
                        *patch_inputs, _spec("lr", lr)],
             "outputs": [{"name": "new_" + p["name"], "dtype": "float32", "shape": p["shape"]} for p in patch_inputs]
             + [{"name": "loss", "dtype": "float32", "shape": []}],
-            "max_batch": MAX_LOCAL_BATCH,
+            "max_batch": max_batch,
         },
     }
     return ExecuTorchArtifact(manager.buffer, methods, planned_memory_bytes(manager),

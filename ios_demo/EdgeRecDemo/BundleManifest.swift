@@ -69,6 +69,13 @@ struct BundleManifest {
         return root.appendingPathComponent(rel)
     }
 
+    /// Most local samples one sgd_step call takes (the program's flexible batch range).
+    func sgdStepMaxBatch() -> Int {
+        let coreml = (json["targets"] as? [String: Any])?["coreml"] as? [String: Any]
+        let methods = coreml?["methods"] as? [String: Any]
+        return (methods?[Self.methodSgdStep] as? [String: Any])?["max_batch"] as? Int ?? 64
+    }
+
     func itemIds() throws -> [String] {
         let ids = (json["ids"] as! [String: Any])["file"] as! String
         return try String(contentsOf: root.appendingPathComponent(ids), encoding: .utf8)

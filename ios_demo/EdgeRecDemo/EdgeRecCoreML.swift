@@ -81,7 +81,7 @@ final class EdgeRecCoreML {
     /// SGD on the patch with rollback (see the Python replay for the same logic).
     func fineTune(_ samples: [([String], String)], start: [[Float]], lr lr0: Float = 0.05, steps: Int = 20,
                   tolerance: Float = 1e-3) throws -> ([[Float]], [Float]) {
-        let usable = samples.suffix(64).filter { index[$0.1] != nil }
+        let usable = samples.suffix(manifest.sgdStepMaxBatch()).filter { index[$0.1] != nil }
         guard !usable.isEmpty else { throw BundleManifest.Error.invalid("no local sample has a target known to the model") }
         let histories = usable.flatMap { encode($0.0) }
         let targets = usable.map { Int32(index[$0.1]!) }

@@ -23,7 +23,8 @@ READ_BY_BOTH = ["schema_version", "files", "model.num_items", "model.max_len", "
                 "ids.file", "patch.names", "patch.shapes", "patch.init_file"]
 READ_BY_ANDROID = ["targets.executorch.variants", "targets.executorch.methods.sgd_step.max_batch",
                    "targets.executorch.training_program.file"]
-READ_BY_IOS = ["targets.coreml.variants", "targets.coreml.methods.sgd_step.file"]
+READ_BY_IOS = ["targets.coreml.variants", "targets.coreml.methods.sgd_step.file",
+               "targets.coreml.methods.sgd_step.max_batch"]
 
 
 def lookup(manifest, path):

@@ -172,6 +172,28 @@ def test_export_refuses_a_non_empty_directory(tmp_path, teacher_bundle):
         write_bundle(tmp_path / "unused.pt", teacher_bundle)
     with pytest.raises(BundleError, match="targets must be a non-empty subset"):
         ExportOptions(targets=("tflite",))
+    with pytest.raises(BundleError, match=r"max local batch must be in \[2, 4096\], got 1"):
+        ExportOptions(max_local_batch=1)
+
+
+def test_a_smaller_local_batch_plans_less_memory_for_the_step(tmp_path, teacher, teacher_bundle):
+    ckpt = save_model_checkpoint(tmp_path / "teacher.pt", teacher, "teacher")
+    path = write_bundle(ckpt, tmp_path / "small", ExportOptions(k=10, patch_rank=2, executorch_variants=("fp32",),
+                                                                coreml_variants=("fp16",), training_program=False,
+                                                                max_local_batch=3))
+    small, default = Bundle.open(path).manifest["targets"], Bundle.open(teacher_bundle).manifest["targets"]
+    assert small["executorch"]["methods"]["sgd_step"]["max_batch"] == 3
+    assert default["executorch"]["methods"]["sgd_step"]["max_batch"] == 64
+    assert small["coreml"]["methods"]["sgd_step"]["max_batch"] == 3
+    assert small["coreml"]["methods"]["sgd_step"]["inputs"][0]["ranges"] == [[1, 3], [10, 10]]
+    assert small["executorch"]["planned_memory_bytes"]["sgd_step"] < default["executorch"]["planned_memory_bytes"]["sgd_step"]
+    app = OnDeviceRecommender(Bundle.open(path))
+    patch = app.bundle.initial_patch()
+    local, targets = histories(4, seed=2), torch.tensor([1, 2, 3, 4])
+    _, loss = app.step(local[:3], targets[:3], patch, 0.1)
+    assert torch.isfinite(torch.as_tensor(loss))
+    with pytest.raises(BundleError, match="a step takes 1..3 samples"):
+        app.step(local, targets, patch, 0.1)
 
 
 @pytest.mark.slow
