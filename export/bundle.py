@@ -41,6 +41,10 @@ from edgerec.patch import PATCH_NAMES, PatchSpec, initial_patch
 
 logger = logging.getLogger(__name__)
 
+# Planned activation memory of the patch step above which export warns: more than a phone
+# readily gives one app (it grows with items x --max-local-batch).
+STEP_MEMORY_WARN_BYTES = 256 * 2**20
+
 __all__ = ["SCHEMA_VERSION", "BundleError", "Bundle", "ExportOptions", "write_bundle", "sha256_file"]
 
 SCHEMA_VERSION = 1
@@ -157,6 +161,11 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
                     art.save_etrecord(tmp / "executorch" / f"model_{variant}.etrecord")
                 variants[variant] = f"executorch/model_{variant}.pte"
                 methods, planned = art.methods, art.planned_memory
+                if art.planned_memory["sgd_step"] > STEP_MEMORY_WARN_BYTES:
+                    logger.warning("ExecuTorch %s sgd_step plans %.0f MB of activations for up to %d local samples "
+                                   "over %d items; lower --max-local-batch to shrink it",
+                                   variant, art.planned_memory["sgd_step"] / 2**20, opts.max_local_batch,
+                                   model.num_items)
             targets["executorch"] = {"variants": variants, "methods": methods, "planned_memory_bytes": planned,
                                      "etrecord": "executorch/model_fp32.etrecord" if "fp32" in variants else None}
             if opts.training_program:

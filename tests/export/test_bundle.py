@@ -176,7 +176,9 @@ def test_export_refuses_a_non_empty_directory(tmp_path, teacher_bundle):
         ExportOptions(max_local_batch=1)
 
 
-def test_a_smaller_local_batch_plans_less_memory_for_the_step(tmp_path, teacher, teacher_bundle):
+def test_a_smaller_local_batch_plans_less_memory_for_the_step(tmp_path, teacher, teacher_bundle, caplog,
+                                                                  monkeypatch):
+    caplog.set_level("WARNING", logger="edgerec.export.bundle")
     ckpt = save_model_checkpoint(tmp_path / "teacher.pt", teacher, "teacher")
     path = write_bundle(ckpt, tmp_path / "small", ExportOptions(k=10, patch_rank=2, executorch_variants=("fp32",),
                                                                 coreml_variants=("fp16",), training_program=False,
@@ -187,6 +189,7 @@ def test_a_smaller_local_batch_plans_less_memory_for_the_step(tmp_path, teacher,
     assert small["coreml"]["methods"]["sgd_step"]["max_batch"] == 3
     assert small["coreml"]["methods"]["sgd_step"]["inputs"][0]["ranges"] == [[1, 3], [10, 10]]
     assert small["executorch"]["planned_memory_bytes"]["sgd_step"] < default["executorch"]["planned_memory_bytes"]["sgd_step"]
+    assert "lower --max-local-batch" not in caplog.text  # a few MB: no warning
     app = OnDeviceRecommender(Bundle.open(path))
     patch = app.bundle.initial_patch()
     local, targets = histories(4, seed=2), torch.tensor([1, 2, 3, 4])
@@ -194,6 +197,13 @@ def test_a_smaller_local_batch_plans_less_memory_for_the_step(tmp_path, teacher,
     assert torch.isfinite(torch.as_tensor(loss))
     with pytest.raises(BundleError, match="a step takes 1..3 samples"):
         app.step(local, targets, patch, 0.1)
+    import edgerec.export.bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "STEP_MEMORY_WARN_BYTES", 1024)  # as a large catalogue would exceed it
+    write_bundle(ckpt, tmp_path / "warned", ExportOptions(targets=("executorch",), k=10, patch_rank=2,
+                                                          executorch_variants=("fp32",), training_program=False,
+                                                          max_local_batch=3))
+    assert "ExecuTorch fp32 sgd_step plans" in caplog.text and "for up to 3 local samples" in caplog.text
 
 
 @pytest.mark.slow
