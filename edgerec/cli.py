@@ -20,6 +20,7 @@ from .data import DataConfig, DataFormatError
 from .eval import EvalConfig, format_results
 from .export.bundle import BundleError
 from .host import tune_malloc
+from .patch import MAX_LOCAL_BATCH
 
 logger = logging.getLogger("edgerec.cli")
 
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coreml-variants", default="fp16,int8")
     p.add_argument("--dynamic-length", action="store_true", help="history length dynamic (1..max_len) in ExecuTorch")
     p.add_argument("--no-training-program", action="store_true", help="skip the ExecuTorch training program")
-    p.add_argument("--max-local-batch", type=int, default=64,
+    p.add_argument("--max-local-batch", type=int, default=MAX_LOCAL_BATCH,
                    help="most local samples one sgd_step call takes; the step's memory is planned for this many "
                         "(several batch x items float matrices)")
     p.set_defaults(func=cmd_export)

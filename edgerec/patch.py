@@ -24,9 +24,11 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PatchSpec", "ItemScorer", "apply_patch", "initial_patch", "patch_loss", "patch_sgd_step", "PATCH_NAMES"]
+__all__ = ["PatchSpec", "ItemScorer", "apply_patch", "initial_patch", "patch_loss", "patch_sgd_step", "PATCH_NAMES",
+           "MAX_LOCAL_BATCH"]
 
 PATCH_NAMES = ("patch_bias", "patch_down", "patch_up")
+MAX_LOCAL_BATCH = 64  # default for the most local samples one exported step takes (edgerec export --max-local-batch)
 
 
 @dataclass(frozen=True)

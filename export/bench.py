@@ -161,6 +161,7 @@ def bench_coreml(bundle: Bundle, runs: int, batch: int) -> dict[str, Any] | None
     ok, reason = can_predict()
     files = {f"recommend_{v}": rel for v, rel in target["variants"].items()}
     files["sgd_step"] = target["methods"]["sgd_step"]["file"]
+    step_batch = min(batch, target["methods"]["sgd_step"].get("max_batch", batch))
     patch = {n: t.numpy() for n, t in zip(bundle.manifest["patch"]["names"], bundle.initial_patch())}
     out: dict[str, Any] = {"timing": "p50/p90 of MLModel.predict" if ok else reason, "packages": {}}
     for name, rel in files.items():
@@ -170,11 +171,10 @@ def bench_coreml(bundle: Bundle, runs: int, batch: int) -> dict[str, Any] | None
 
             model = ct.models.MLModel(str(bundle.file(rel)))  # compiled for this machine on load
             if name == "sgd_step":
-                batch = min(batch, target["methods"]["sgd_step"].get("max_batch", batch))
-                local, targets = _inputs(bundle, batch, seed=1)
+                local, targets = _inputs(bundle, step_batch, seed=1)
                 feed = {"histories": local.int().numpy(), "targets": targets.int().numpy(), **patch,
                         "lr": np.array([0.01], dtype=np.float32)}
-                entry.update(time_calls(lambda: model.predict(feed), max(runs // 4, 10)), batch=batch)
+                entry.update(time_calls(lambda: model.predict(feed), max(runs // 4, 10)), batch=step_batch)
             else:
                 hist, _ = _inputs(bundle, 1)
                 feed = {"history": hist.int().numpy(), **patch}

@@ -37,7 +37,7 @@ from edgerec import __version__
 from edgerec.checkpoint import atomic_write_json, atomic_write_text
 from edgerec.compress.layers import TTEmbedding
 from edgerec.models.loading import load_model
-from edgerec.patch import PATCH_NAMES, PatchSpec, initial_patch
+from edgerec.patch import MAX_LOCAL_BATCH, PATCH_NAMES, PatchSpec, initial_patch
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ExportOptions:
     training_program: bool = True
     weight_decay: float = 0.0  # of the on-device patch step
     # most local samples one sgd_step call takes; the step's memory is planned for this many
-    max_local_batch: int = 64
+    max_local_batch: int = MAX_LOCAL_BATCH
 
     def __post_init__(self) -> None:
         unknown = set(self.targets) - set(TARGETS)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.export import Dim, export
 
 from edgerec.models.sasrec import DenseItemEmbedding, SASRec
-from edgerec.patch import PatchSpec, initial_patch
+from edgerec.patch import MAX_LOCAL_BATCH, PatchSpec, initial_patch
 
 from .programs import Encode, PatchSGDStep, PatchTrainer, Recommend, Score, TopK
 
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 Quantize = Literal["fp32", "int8"]
-MAX_LOCAL_BATCH = 64  # default for the most local samples one sgd_step call takes
 
 
 class UntiedItemEmbedding(nn.Module):
