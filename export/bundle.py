@@ -131,7 +131,8 @@ def write_bundle(checkpoint: str | Path, out_dir: str | Path, options: ExportOpt
             item_ids = baked
             logger.info("student: item order baked into item_ids.txt (compress.row_order=%s)",
                         payload["config"].get("plan", {}).get("row_order", "?"))
-        # A stateless program cannot keep a materialised table, so bundles score students factorised.
+        # Bundles score students through their cores: a table built inside the program would be folded
+        # into the file, and one built at load and passed in was no faster (benchmarks/scaling.py).
         model.item_embedding.scoring = "factorized"
         # int8 applies to dense tables and linear layers; a student has factorised fp32 cores instead
         # (and constant propagation would fold them back into dense tables).
