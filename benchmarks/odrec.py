@@ -13,7 +13,8 @@ recombination) on the plain-TT student. Then full OD-Rec and the dense baseline 
 other ratios of the sweep. For each it
 records parameters, weight bytes, ratio, HR/NDCG/MRR@5/10/20 overall and for tail items,
 and the batch-1 latency of scoring all items with the table factorised and materialised
-(every model of the table timed at the end, in interleaved rounds).
+(students as ``inference_model`` prepares them, linears materialised; every model of the
+table timed at the end, in interleaved rounds).
 Prints a table, writes JSON and a size/accuracy plot next to it.
 
 Each run lives in its own directory under --out; an interrupted run resumes, and a

@@ -439,21 +439,31 @@ def init_from_teacher(student: SASRec, teacher: SASRec) -> dict[str, float]:
 
 
 def inference_model(student: SASRec, scoring: str = "auto") -> SASRec:
-    """The student prepared for inference: ``"dense"`` materialises the item table once.
+    """An eval-mode copy of the student prepared for eager inference (the source is untouched).
 
-    ``"auto"`` keeps the plan's choice (:func:`~edgerec.compress.layers.default_scoring`,
-    from a multiply-add count checked against measured latency). Linear layers keep their
-    cores either way.
+    Factorised linear layers become dense ``nn.Linear`` layers with the same weights: their
+    forward otherwise rebuilds each weight from the cores at every call, as training needs,
+    which is most of an eager student's time (a dense 64x64 weight per layer is a few KB).
+    The item table follows ``scoring``: ``"dense"`` materialises it once, ``"factorized"``
+    scores through the cores, ``"auto"`` keeps the plan's choice
+    (:func:`~edgerec.compress.layers.default_scoring`, from a multiply-add count checked
+    against measured latency). Exported programs do not use this: they apply the cores to
+    the activations (:func:`edgerec.export.programs.frozen_copy`).
     """
     import copy
 
-    table = student.item_embedding
-    if not isinstance(table, TTEmbedding):
-        return student
-    choice = table.scoring if scoring == "auto" else scoring
+    if scoring not in ("auto", "dense", "factorized"):
+        raise ValueError(f"scoring must be 'auto', 'dense' or 'factorized', got {scoring!r}")
     model = copy.deepcopy(student).eval()
-    if choice == "dense":
-        model.item_embedding = table.materialize()
-    else:
-        model.item_embedding.scoring = "factorized"
-    return model
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, TTLinear):
+                setattr(module, name, child.to_dense())
+    table = model.item_embedding
+    if isinstance(table, TTEmbedding):
+        choice = table.scoring if scoring == "auto" else scoring
+        if choice == "dense":
+            model.item_embedding = table.materialize()
+        else:
+            table.scoring = "factorized"
+    return model.requires_grad_(False)

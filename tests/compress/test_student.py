@@ -178,3 +178,31 @@ def test_shuffled_rows_are_planned_built_fitted_and_rebuilt_alike():
     torch.testing.assert_close(again.eval().predict(seq), student.predict(seq))
     with pytest.raises(ConfigError, match="a row_order tensor is for compress.row_order in"):
         build_student(plan, N, row_order=order)
+
+
+@pytest.mark.parametrize("scoring", ["auto", "dense", "factorized"])
+def test_inference_model_answers_as_the_student_with_no_weight_rebuilt_per_call(scoring):
+    from edgerec.compress.student import inference_model
+    from edgerec.models.sasrec import DenseItemEmbedding
+
+    plan = plan_student(tiny_model_config(dim=16), N, CompressionConfig(ratio=3, row_order="random"))
+    torch.manual_seed(0)
+    student = build_student(plan, N).eval()
+    seq = torch.randint(1, N + 1, (4, 12))
+    expected = student.predict(seq)
+    fast = inference_model(student, scoring)
+    torch.testing.assert_close(fast.predict(seq), expected, rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, TTLinear) for m in fast.modules())  # every linear a plain nn.Linear
+    assert all(not p.requires_grad for p in fast.parameters()) and not fast.training
+    choice = plan.scoring if scoring == "auto" else scoring
+    table = fast.item_embedding
+    if choice == "dense":
+        assert isinstance(table, DenseItemEmbedding)
+    else:
+        assert isinstance(table, TTEmbedding) and table.scoring == "factorized"
+    # the source student is untouched
+    assert sum(isinstance(m, TTLinear) for m in student.modules()) == sum(
+        isinstance(m, TTLinear) for m in build_student(plan, N).modules()) > 0
+    assert isinstance(student.item_embedding, TTEmbedding) and student.item_embedding.scoring == plan.scoring
+    with pytest.raises(ValueError, match="scoring must be"):
+        inference_model(student, "fast")
