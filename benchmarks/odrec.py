@@ -31,9 +31,7 @@ import argparse
 import json
 import logging
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import torch
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.student import RatioUnreachable, StudentPlan, inference_model, plan_student
 from edgerec.config import ConfigError, apply_overrides, config_diff, config_from_dict, config_to_dict
+from edgerec.export.bench import time_interleaved
 from edgerec.host import tune_malloc
 from edgerec.models import SASRecConfig
 from edgerec.models.loading import load_model
@@ -72,18 +71,10 @@ def scoring_latency_ms(models: dict[Hashable, torch.nn.Module], max_len: int, nu
     """
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(1, num_items + 1, (1, max_len), generator=g)
-    times: dict[Hashable, list[float]] = {name: [] for name in models}
+    calls = {name: (lambda m=model: m.predict(seq)) for name, model in models.items()}
     with torch.inference_mode():
-        for model in models.values():
-            for _ in range(5):
-                model.predict(seq)
-        for _ in range(rounds):
-            for name, model in models.items():
-                for _ in range(runs):
-                    t0 = time.perf_counter()
-                    model.predict(seq)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+        stats = time_interleaved(calls, per_round=runs, rounds=rounds, warmup=5)
+    return {name: s["p50_ms"] for name, s in stats.items()}
 
 
 def run_dir(out: Path, variant: str, ratio: float) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,13 +29,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.export import Dim, export
+from torch.export import export
 
 from edgerec.checkpoint import atomic_write_json
 from edgerec.compress.student import CompressionConfig, build_student, plan_student
-from edgerec.export.bench import host_cpu
+from edgerec.export.bench import host_cpu, time_interleaved
 from edgerec.export.executorch import MAX_LOCAL_BATCH, export_inference, load_program, planned_memory_bytes
-from edgerec.export.programs import frozen_copy
+from edgerec.export.programs import frozen_copy, step_example
 from edgerec.models import SASRecConfig, SASRec, build_sasrec
 from edgerec.patch import PatchSpec, apply_patch, initial_patch, patch_sgd_step
 
@@ -118,9 +117,7 @@ def export_at_load(model: SASRec, k: int, spec: PatchSpec, max_batch: int):
     basis = torch.eye(dim)
     table = BuildTable(model)(basis)
     hist = torch.randint(1, n + 1, (1, model.max_len))
-    local = torch.randint(1, n + 1, (min(4, max_batch), model.max_len))
-    targets = torch.randint(1, n + 1, (min(4, max_batch),))
-    batch = Dim("batch", min=1, max=max_batch)
+    local, targets, batch = step_example(model, max_batch)
     programs = {
         "build_table": export(BuildTable(model), (basis,)),
         "recommend": export(RecommendFromTable(model, k), (hist, table, *patch)),
@@ -196,34 +193,20 @@ def prepare_at_load(model: SASRec, label: str, spec: PatchSpec, max_batch: int, 
                      lambda: step.execute([local, targets, *patch, lr, table]), [program, rec, step, table])
 
 
-def time_interleaved(candidates: list[Candidate], runs: int, rounds: int = 5) -> list[dict]:
-    """p50/p90 of every candidate's two calls, timed in alternating rounds so a slow spell of the
-    host falls on all of them alike; ``runs`` recommend calls (a quarter as many steps) each."""
-    per_round = {"recommend": max(runs // rounds, 1), "step": max(runs // 4 // rounds, 2)}
-    times = [{"recommend": [], "step": []} for _ in candidates]
-    for c in candidates:
-        for _ in range(5):  # warm-up
-            c.recommend()
-        c.step()
-    for _ in range(rounds):
-        for c, t in zip(candidates, times):
-            for call in ("recommend", "step"):
-                fn = getattr(c, call)
-                for _ in range(per_round[call]):
-                    t0 = time.perf_counter()
-                    fn()
-                    t[call].append((time.perf_counter() - t0) * 1e3)
+def time_candidates(candidates: list[Candidate], runs: int, rounds: int = 5) -> list[dict]:
+    """Rows with p50/p90 of every candidate's two calls, timed in alternating rounds
+    (:func:`~edgerec.export.bench.time_interleaved`); ``runs`` recommend calls (a quarter as
+    many steps) each."""
+    calls, per_round, warmup = {}, {}, {}
+    for i, c in enumerate(candidates):
+        calls[i, "recommend"], per_round[i, "recommend"], warmup[i, "recommend"] = c.recommend, max(runs // rounds, 1), 5
+        calls[i, "step"], per_round[i, "step"], warmup[i, "step"] = c.step, max(runs // 4 // rounds, 2), 1
+    stats = time_interleaved(calls, per_round, rounds, warmup)
     rows = []
-    for c, t in zip(candidates, times):
-        rows.append({**c.row, **_stats(t["recommend"]), "sgd_step": {**c.row["sgd_step"], **_stats(t["step"])}})
+    for i, c in enumerate(candidates):
+        rows.append({**c.row, **stats[i, "recommend"], "sgd_step": {**c.row["sgd_step"], **stats[i, "step"]}})
         logger.info("%s", rows[-1])
     return rows
-
-
-def _stats(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {"p50_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
-            "mean_ms": statistics.fmean(times), "runs": len(times)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in candidates[2:]:
             c.row["ranks"] = plan.embedding["ranks"]
         del student
-        rows += time_interleaved(candidates, args.runs)
+        rows += time_candidates(candidates, args.runs)
         del candidates, factorised
         gc.collect()
 

@@ -22,7 +22,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from .executorch import load_program
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bench_bundle", "bench_coreml", "format_bench", "host_cpu", "time_calls"]
+__all__ = ["bench_bundle", "bench_coreml", "format_bench", "host_cpu", "latency_stats", "time_calls",
+           "time_interleaved"]
 
 
 def host_cpu() -> dict[str, Any]:
@@ -61,18 +62,40 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def latency_stats(times_ms: list[float]) -> dict[str, float]:
+    """p50/p90/mean (ms) and count of a list of call times in ms."""
+    times = sorted(times_ms)
+    return {"p50_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
+            "mean_ms": statistics.fmean(times), "runs": len(times)}
+
+
 def time_calls(fn: Callable[[], object], runs: int, warmup: int = 10) -> dict[str, float]:
     """p50/p90/mean latency (ms) of ``fn`` over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return {"p50_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
-            "mean_ms": statistics.fmean(times), "runs": runs}
+    return time_interleaved({0: fn}, per_round=runs, rounds=1, warmup=warmup)[0]
+
+
+def time_interleaved(calls: dict[Hashable, Callable[[], object]], per_round: int | dict[Hashable, int],
+                     rounds: int = 5, warmup: int | dict[Hashable, int] = 5) -> dict[Hashable, dict[str, float]]:
+    """:func:`latency_stats` of each call, timed in ``rounds`` rounds that take the calls in turn.
+
+    Each round makes ``per_round`` calls of each in the dict's order (after ``warmup`` calls
+    of each), so a slow spell of the host falls on all of them alike rather than on whichever
+    was being timed. ``per_round`` and ``warmup`` are one count for all or one per key.
+    """
+    def count(n: int | dict[Hashable, int], key: Hashable) -> int:
+        return n[key] if isinstance(n, dict) else n
+
+    for key, fn in calls.items():
+        for _ in range(count(warmup, key)):
+            fn()
+    times: dict[Hashable, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, fn in calls.items():
+            for _ in range(count(per_round, key)):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    return {key: latency_stats(t) for key, t in times.items()}
 
 
 def _inputs(bundle: Bundle, batch: int, seed: int = 0):

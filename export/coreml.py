@@ -21,13 +21,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.export import Dim, export
+from torch.export import export
 
 from edgerec.models.sasrec import SASRec
 from edgerec.patch import PatchSpec, initial_patch
 
 from .executorch import MAX_LOCAL_BATCH
-from .programs import PatchSGDStep, Recommend, scoring_table
+from .programs import PatchSGDStep, Recommend, scoring_table, step_example
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ def convert_recommend(model: SASRec, *, k: int, patch: PatchSpec, precision: Pre
 def convert_sgd_step(model: SASRec, *, patch: PatchSpec, precision: Precision = "fp16",
                      weight_decay: float = 0.0, max_batch: int = MAX_LOCAL_BATCH) -> CoreMLArtifact:
     """``(histories (B, L), targets (B,), patch, lr) -> (new patch, loss)``, B in 1..max_batch."""
-    local = torch.randint(1, model.num_items + 1, (min(4, max_batch), model.max_len))
-    targets = torch.randint(1, model.num_items + 1, (min(4, max_batch),))
-    batch = Dim("batch", min=1, max=max_batch)
+    local, targets, batch = step_example(model, max_batch)
     args = (local, targets, *initial_patch(patch), torch.tensor([0.1]))
     return CoreMLArtifact(_convert(PatchSGDStep(model, weight_decay), args, SGD_OUTPUTS, precision,
                                    dynamic_shapes=({0: batch}, {0: batch}, None, None, None, None)), precision)

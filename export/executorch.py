@@ -35,7 +35,7 @@ from torch.export import Dim, export
 from edgerec.models.sasrec import DenseItemEmbedding, SASRec
 from edgerec.patch import MAX_LOCAL_BATCH, PatchSpec, initial_patch
 
-from .programs import Encode, PatchSGDStep, PatchTrainer, Recommend, Score, TopK
+from .programs import Encode, PatchSGDStep, PatchTrainer, Recommend, Score, TopK, step_example
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ def export_inference(
     ep_rec = export(rec, (history, bias, down, up),
                     dynamic_shapes=({1: length}, None, None, None) if length else None)
     sgd = PatchSGDStep(src, weight_decay)
-    batch = Dim("batch", min=1, max=max_batch)
-    local = torch.randint(1, model.num_items + 1, (min(4, max_batch), L))
-    targets = torch.randint(1, model.num_items + 1, (min(4, max_batch),))
+    local, targets, batch = step_example(model, max_batch)
     lr = torch.tensor([0.1])
     ep_sgd = export(sgd, (local, targets, bias, down, up, lr),
                     dynamic_shapes=({0: batch}, {0: batch}, None, None, None, None))

@@ -24,12 +24,14 @@ import copy
 
 import torch
 from torch import nn
+from torch.export import Dim
 
-from edgerec.compress.layers import TTEmbedding, TTLinear
+from edgerec.compress.layers import TTEmbedding, TTLinear, swap_layers
 from edgerec.models.sasrec import SASRec
 from edgerec.patch import apply_patch, patch_sgd_step
 
-__all__ = ["Recommend", "PatchSGDStep", "PatchTrainer", "Encode", "Score", "TopK", "frozen_copy", "scoring_table"]
+__all__ = ["Recommend", "PatchSGDStep", "PatchTrainer", "Encode", "Score", "TopK", "frozen_copy", "scoring_table",
+           "step_example"]
 
 
 def frozen_copy(model: SASRec, contract: bool = True) -> SASRec:
@@ -44,12 +46,22 @@ def frozen_copy(model: SASRec, contract: bool = True) -> SASRec:
     """
     m = copy.deepcopy(model).eval()
     if contract:
-        for module in list(m.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, TTLinear) or (isinstance(child, TTEmbedding) and child.scoring == "factorized"):
-                    setattr(module, name, child.to_contracted())
+        def contracted(layer: nn.Module) -> nn.Module | None:
+            if isinstance(layer, TTLinear) or (isinstance(layer, TTEmbedding) and layer.scoring == "factorized"):
+                return layer.to_contracted()
+            return None
+
+        swap_layers(m, contracted)
     m.requires_grad_(False)
     return m
+
+
+def step_example(model: SASRec, max_batch: int) -> tuple[torch.Tensor, torch.Tensor, Dim]:
+    """Example ``(histories, targets)`` to export a patch step with, and its batch dimension (1..``max_batch``)."""
+    n = min(4, max_batch)  # any size inside the range; the exported step takes every batch in it
+    local = torch.randint(1, model.num_items + 1, (n, model.max_len))
+    targets = torch.randint(1, model.num_items + 1, (n,))
+    return local, targets, Dim("batch", min=1, max=max_batch)
 
 
 def scoring_table(model: SASRec, anchor: torch.Tensor | None = None) -> torch.Tensor:

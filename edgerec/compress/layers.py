@@ -8,6 +8,7 @@ The math lives in :mod:`edgerec.compress.tt`; these modules own the core paramet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -18,7 +19,7 @@ from .tt import (TTShape, contraction_weights, decompose, expand_cores, param_sh
                  tt_contract_scores, tt_dense, tt_rows, tt_scores)
 
 __all__ = ["TTEmbedding", "ContractedTTEmbedding", "TTLinear", "ContractedTTLinear", "Scoring", "random_row_order",
-           "scoring_macs", "default_scoring", "FACTORIZED_MAC_ADVANTAGE"]
+           "scoring_macs", "default_scoring", "FACTORIZED_MAC_ADVANTAGE", "swap_layers"]
 
 Scoring = Literal["factorized", "dense"]
 
@@ -338,6 +339,20 @@ class ContractedTTLinear(nn.Module):
 
 def _linear_repr(fan_in: int, fan_out: int, s: TTShape) -> str:
     return f"in={fan_in}, out={fan_out}, I={s.row_factors}, J={s.col_factors}, ranks={s.ranks}, t={s.t}"
+
+
+def swap_layers(model: nn.Module, swap: Callable[[nn.Module], nn.Module | None]) -> None:
+    """Replace in place every submodule for which ``swap`` returns a module (``None``: keep it).
+
+    How inference copies trade factorised layers for other forms of the same weights
+    (contracted for lowered programs, dense for eager inference); the replacements'
+    own submodules are not visited.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            new = swap(child)
+            if new is not None:
+                setattr(module, name, new)
 
 
 def random_row_order(num_items: int, seed: int) -> torch.Tensor:

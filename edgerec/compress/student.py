@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import ConfigError, check, config_from_dict, config_to_dict
 from ..models.sasrec import SASRec, SASRecConfig, build_sasrec
-from .layers import TTEmbedding, TTLinear, default_scoring, random_row_order, scoring_macs
+from .layers import TTEmbedding, TTLinear, default_scoring, random_row_order, scoring_macs, swap_layers
 from .tt import TTShape, factorize
 
 logger = logging.getLogger(__name__)
@@ -456,10 +456,7 @@ def inference_model(student: SASRec, scoring: str = "auto") -> SASRec:
     if scoring not in ("auto", "dense", "factorized"):
         raise ValueError(f"scoring must be 'auto', 'dense' or 'factorized', got {scoring!r}")
     model = copy.deepcopy(student).eval()
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, TTLinear):
-                setattr(module, name, child.to_dense())
+    swap_layers(model, lambda layer: layer.to_dense() if isinstance(layer, TTLinear) else None)
     table = model.item_embedding
     if isinstance(table, TTEmbedding):
         choice = table.scoring if scoring == "auto" else scoring
