@@ -12,7 +12,6 @@ measured on the same file and a machine like this one).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys

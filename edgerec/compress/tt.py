@@ -387,7 +387,7 @@ def stp_tt_svd(matrix: torch.Tensor, shape: TTShape) -> list[torch.Tensor]:
     """
     import tensorly as tl
 
-    d, t = shape.num_cores, shape.t
+    d = shape.num_cores
     r = shape.full_ranks
     dense = _padded(matrix, shape)
     # rows: (i_1..i_{d}, j_1..j_{d}) regrouped so that the current core's digits are last

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from edgerec.export.coreml import can_predict, convert_recommend, convert_sgd_step, io_schema, mil_constants, reference_table
 from edgerec.export.programs import Recommend
